@@ -1,0 +1,344 @@
+"""One image download: size cap, status and content checks, the "photo unavailable" placeholder.
+
+:func:`fetch_image` never raises for a per-image fault (only cancellation propagates): every
+outcome is a :class:`FetchResult` whose ``status`` is one of :class:`FetchStatus` and whose
+``reason`` says what happened in words. Transient faults (429, 5xx, timeouts, resets, truncated
+bodies, a CDN error page served with 200) go through the one retry policy in
+:mod:`asyncds.retry`; permanent ones (404/410/other 4xx, the placeholder, an oversize body) are
+reported at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+import aiohttp
+from aiohttp import hdrs
+from tenacity import RetryCallState
+from yarl import URL
+
+from asyncds.retry import RetryPolicy, TransientError, parse_retry_after, retrying
+
+log = logging.getLogger(__name__)
+
+
+class FetchStatus(StrEnum):
+    """What became of one download; the values are what state and summaries record."""
+
+    OK = "ok"
+    UNAVAILABLE = "unavailable"  # Flickr's deleted-photo placeholder
+    HTTP_ERROR = "http_error"
+    NOT_IMAGE = "not_image"
+    TOO_LARGE = "too_large"
+    NETWORK_ERROR = "network_error"
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """The outcome of :func:`fetch_image`. ``data`` is set only when ``status`` is ``ok``.
+
+    ``attempts`` counts tries of the retry loop; a redirect chain followed within one try
+    counts once.
+    """
+
+    status: str
+    reason: str
+    data: bytes | None = None
+    final_url: str = ""
+    content_type: str = ""
+    attempts: int = 1
+
+    @property
+    def ok(self) -> bool:
+        return self.status == FetchStatus.OK
+
+
+# The CDN redirects deleted photos (and missing sizes) to
+# https://s.yimg.com/pw/images/en-us/photo_unavailable.png (or ..._l.png).
+PLACEHOLDER_MARKER: Final = "photo_unavailable"
+
+# sha256 hex digests of known placeholder images, for when one is served without a redirect.
+# Starts empty: no verified digest of Flickr's own placeholder is on record, so the redirect is
+# the primary signal; the emulator and tests add theirs with register_placeholder().
+PLACEHOLDER_SHA256: set[str] = set()
+
+_MAX_REDIRECTS: Final = 10
+_REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
+_CHUNK_BYTES: Final = 64 * 1024
+# Types some servers send for any binary file: the magic bytes decide.
+_GENERIC_TYPES: Final = frozenset({"", "application/octet-stream", "binary/octet-stream"})
+_SUPPORTED_TYPES: Final = frozenset(
+    {"image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/gif", "image/webp"}
+)
+
+
+def register_placeholder(data: bytes) -> str:
+    """Treat an image with exactly these bytes as the placeholder; returns its sha256 digest."""
+    digest = hashlib.sha256(data).hexdigest()
+    PLACEHOLDER_SHA256.add(digest)
+    return digest
+
+
+def is_placeholder_url(url: URL | str) -> bool:
+    """Whether ``url`` is (a variant of) Flickr's "photo unavailable" image."""
+    return PLACEHOLDER_MARKER in URL(url).path.lower()
+
+
+def sniff_image_type(data: bytes) -> str | None:
+    """The MIME type of a JPEG, PNG, GIF or WebP by its magic bytes, else None."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+class _RetryableFault(TransientError):
+    """A transient fault, with the status and reason to record if the retries run out."""
+
+    def __init__(
+        self,
+        status: FetchStatus,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+        final_url: str = "",
+        content_type: str = "",
+    ) -> None:
+        super().__init__(reason, retry_after=retry_after)
+        self.status = status
+        self.reason = reason
+        self.final_url = final_url
+        self.content_type = content_type
+
+
+async def fetch_image(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    max_bytes: int,
+    timeout_s: float,
+    retry: RetryPolicy,
+) -> FetchResult:
+    """Download one image, retrying transient faults under ``retry``; never raises for a fault.
+
+    ``timeout_s`` bounds each attempt (connect, headers and body); ``max_bytes`` caps the body,
+    which is streamed and abandoned as soon as the cap is crossed.
+    """
+    timeout = aiohttp.ClientTimeout(total=timeout_s, sock_read=timeout_s)
+    shown = _display(url)
+    attempts = 0
+
+    async def attempt() -> FetchResult:
+        nonlocal attempts
+        attempts += 1
+        return await _fetch_once(session, url, max_bytes=max_bytes, timeout=timeout)
+
+    def log_retry(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.debug(
+            "fetch %s: attempt %d failed (%s); retrying in %.2fs",
+            shown,
+            state.attempt_number,
+            _describe(exc, timeout_s),
+            wait,
+        )
+
+    # The shared policy logs each retry at INFO with the exception text; per-image retries are
+    # routine and aiohttp texts may carry full URLs, so log them here at DEBUG, query-free.
+    controller = retrying(retry).copy(before_sleep=log_retry)
+    spent = "retries spent"
+    try:
+        result = await controller(attempt)
+    except _RetryableFault as exc:
+        return FetchResult(
+            exc.status,
+            f"{exc.reason}; still failing after {attempts} attempts, {spent}",
+            final_url=exc.final_url,
+            content_type=exc.content_type,
+            attempts=attempts,
+        )
+    except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+        reason = f"{_describe(exc, timeout_s)}; still failing after {attempts} attempts, {spent}"
+        return FetchResult(FetchStatus.NETWORK_ERROR, reason, attempts=attempts)
+    except (aiohttp.ClientError, ValueError) as exc:
+        # Not retried: an invalid or non-HTTP URL (also from a redirect), a malformed response.
+        reason = _describe(exc, timeout_s)
+        return FetchResult(FetchStatus.NETWORK_ERROR, reason, attempts=attempts)
+    except Exception as exc:
+        # The contract is "never raises for a per-image fault"; keep the pipeline running but
+        # leave a trace, by type only (messages may quote the URL).
+        log.warning("fetch %s: unexpected %s", shown, type(exc).__name__)
+        reason = f"unexpected error: {type(exc).__name__}"
+        return FetchResult(FetchStatus.NETWORK_ERROR, reason, attempts=attempts)
+    return dataclasses.replace(result, attempts=attempts)
+
+
+async def _fetch_once(
+    session: aiohttp.ClientSession, url: str, *, max_bytes: int, timeout: aiohttp.ClientTimeout
+) -> FetchResult:
+    """One attempt: follow redirects ourselves so a placeholder redirect is never followed."""
+    current = URL(url)
+    for _ in range(_MAX_REDIRECTS + 1):
+        if is_placeholder_url(current):
+            return FetchResult(
+                FetchStatus.UNAVAILABLE,
+                f"Flickr's 'photo unavailable' placeholder ({current.path})",
+                final_url=str(current),
+            )
+        async with session.get(current, allow_redirects=False, timeout=timeout) as resp:
+            if resp.status in _REDIRECT_STATUSES:
+                location = resp.headers.get(hdrs.LOCATION)
+                if not location:
+                    return FetchResult(
+                        FetchStatus.HTTP_ERROR,
+                        f"{_http_text(resp)} without a Location header (not retried)",
+                        final_url=str(resp.url),
+                    )
+                current = resp.url.join(URL(location))
+                continue
+            return await _read_response(resp, max_bytes)
+    return FetchResult(
+        FetchStatus.HTTP_ERROR,
+        f"more than {_MAX_REDIRECTS} redirects (not retried)",
+        final_url=str(current),
+    )
+
+
+async def _read_response(resp: aiohttp.ClientResponse, max_bytes: int) -> FetchResult:
+    """Classify a non-redirect response, streaming its body under the cap when it may be one."""
+    final_url = str(resp.url)
+    status = resp.status
+    if status == 429 or status >= 500:
+        raise _RetryableFault(
+            FetchStatus.HTTP_ERROR,
+            _http_text(resp),
+            retry_after=parse_retry_after(resp.headers.get(hdrs.RETRY_AFTER)),
+            final_url=final_url,
+        )
+    if not 200 <= status < 300:
+        return FetchResult(
+            FetchStatus.HTTP_ERROR, f"{_http_text(resp)} (not retried)", final_url=final_url
+        )
+
+    ctype = resp.content_type if hdrs.CONTENT_TYPE in resp.headers else ""
+    declared = resp.content_length
+    if declared is not None and declared > max_bytes:
+        resp.close()  # drop the connection rather than drain a body we will not keep
+        return FetchResult(
+            FetchStatus.TOO_LARGE,
+            f"Content-Length {declared} exceeds the cap of {max_bytes} bytes",
+            final_url=final_url,
+            content_type=ctype,
+        )
+    if not ctype.startswith("image/") and ctype not in _GENERIC_TYPES:
+        # CDNs answer with an HTML error page and status 200 when they struggle: retry it.
+        resp.close()
+        raise _RetryableFault(
+            FetchStatus.NOT_IMAGE,
+            f"HTTP {status} with content type {ctype!r}, not an image",
+            final_url=final_url,
+            content_type=ctype,
+        )
+
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(_CHUNK_BYTES):
+        body += chunk
+        if len(body) > max_bytes:
+            resp.close()
+            return FetchResult(
+                FetchStatus.TOO_LARGE,
+                f"body exceeds the cap of {max_bytes} bytes (stopped reading)",
+                final_url=final_url,
+                content_type=ctype,
+            )
+    # aiohttp raises ClientPayloadError for a short body; this also catches any path that does
+    # not (a decoded body's length is not comparable, hence the Content-Encoding guard).
+    if (
+        declared is not None
+        and len(body) < declared
+        and not resp.headers.get(hdrs.CONTENT_ENCODING)
+    ):
+        raise _RetryableFault(
+            FetchStatus.NETWORK_ERROR,
+            f"body truncated: {len(body)} of {declared} bytes",
+            final_url=final_url,
+            content_type=ctype,
+        )
+
+    data = bytes(body)
+    if PLACEHOLDER_SHA256 and hashlib.sha256(data).hexdigest() in PLACEHOLDER_SHA256:
+        return FetchResult(
+            FetchStatus.UNAVAILABLE,
+            "body is a known 'photo unavailable' placeholder image",
+            final_url=final_url,
+            content_type=ctype,
+        )
+    sniffed = sniff_image_type(data)
+    if sniffed is None:
+        described = f"{len(data)}-byte body with content type {ctype or '(none)'!r}"
+        if ctype.startswith("image/") and ctype not in _SUPPORTED_TYPES:
+            # A real image in a format we do not handle (SVG, AVIF, ...): another try won't help.
+            return FetchResult(
+                FetchStatus.NOT_IMAGE,
+                f"{described} is not a JPEG/PNG/GIF/WebP image (not retried)",
+                final_url=final_url,
+                content_type=ctype,
+            )
+        raise _RetryableFault(
+            FetchStatus.NOT_IMAGE,
+            f"{described} is not a JPEG/PNG/GIF/WebP image",
+            final_url=final_url,
+            content_type=ctype,
+        )
+    return FetchResult(
+        FetchStatus.OK,
+        f"{sniffed}, {len(data)} bytes",
+        data=data,
+        final_url=final_url,
+        content_type=ctype if ctype.startswith("image/") else sniffed,
+    )
+
+
+def _http_text(resp: aiohttp.ClientResponse) -> str:
+    return f"HTTP {resp.status} {resp.reason}" if resp.reason else f"HTTP {resp.status}"
+
+
+def _display(url: str) -> str:
+    """The URL without query or fragment, for logs."""
+    try:
+        return str(URL(url).with_query(None).with_fragment(None))
+    except (ValueError, TypeError):
+        return "<invalid URL>"
+
+
+def _describe(exc: BaseException | None, timeout_s: float) -> str:
+    """A short, query-free description of a fault (aiohttp's own texts may quote the URL)."""
+    if exc is None:
+        return "fault"
+    if isinstance(exc, _RetryableFault):
+        return exc.reason
+    if isinstance(exc, TimeoutError):  # includes aiohttp's ServerTimeoutError
+        return f"timed out (limit {timeout_s:g}s per attempt)"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "body truncated or malformed (connection closed mid-body)"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        why = exc.os_error.strerror or type(exc.os_error).__name__
+        return f"cannot connect to {exc.host}:{exc.port} ({why})"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "server disconnected"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
+    if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError | ValueError):
+        return f"invalid or unsupported URL ({type(exc).__name__}, not retried)"
+    return type(exc).__name__

@@ -1,0 +1,468 @@
+"""Run state: one SQLite file in the output folder, the single source of truth.
+
+Every candidate photo is a row (class, photo id, search order, URL, attribution, status and
+reason, hashes, stored path); every class's search progress is a row (the resume cursor).
+All artifacts are derived from it, so a run killed at any moment resumes with the same command.
+
+SQLite is synchronous, so every statement runs on one dedicated thread; results are buffered and
+committed in batches (one transaction each) to keep the event loop free and the disk quiet.
+Images are written atomically: a temporary name in the same folder, then ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import sqlite3
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from asyncds.flickr import Candidate
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "asyncds-state.sqlite"
+LOCK_FILE = ".asyncds.lock"
+TEMP_MARKER = ".part-"
+
+T = TypeVar("T")
+
+
+class Status(StrEnum):
+    """What became of a candidate. Everything but ``pending`` and ``ok`` is a drop reason."""
+
+    PENDING = "pending"
+    OK = "ok"
+    # download outcomes (fetch.FetchStatus)
+    UNAVAILABLE = "unavailable"
+    HTTP_ERROR = "http_error"
+    NOT_IMAGE = "not_image"
+    TOO_LARGE = "too_large"
+    NETWORK_ERROR = "network_error"
+    # imaging outcomes (imaging.ImageResult.status)
+    CORRUPT = "corrupt"
+    TOO_SMALL = "too_small"
+    TOO_MANY_PIXELS = "too_many_pixels"
+    NO_URL = "no_url"
+    # dedup outcomes (assemble)
+    DUPLICATE = "duplicate"
+    NEAR_DUPLICATE = "near_duplicate"
+    CROSS_CLASS = "cross_class"
+
+
+DEDUP_STATUSES = frozenset({Status.DUPLICATE, Status.NEAR_DUPLICATE, Status.CROSS_CLASS})
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateRow:
+    """A candidate as stored: the search's record plus what the pipeline made of it."""
+
+    label: str
+    photo_id: str
+    seq: int
+    url: str
+    width: int
+    height: int
+    owner: str
+    ownername: str
+    title: str
+    license: int
+    date_upload: int
+    status: str = Status.PENDING
+    reason: str = ""
+    attempts: int = 0
+    sha256: str = ""
+    phash: str = ""  # 16 hex digits: SQLite integers are signed, a 64-bit hash is not
+    path: str = ""  # relative to the output folder, POSIX form
+    stored_width: int = 0
+    stored_height: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The pipeline's verdict on one candidate, buffered until the next batch commit."""
+
+    label: str
+    photo_id: str
+    status: str
+    reason: str = ""
+    attempts: int = 0
+    sha256: str = ""
+    phash: str = ""
+    path: str = ""
+    stored_width: int = 0
+    stored_height: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SearchState:
+    cursor: str | None
+    exhausted: bool
+    total: int
+
+
+_ROW_COLUMNS = tuple(f.name for f in fields(CandidateRow))
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS candidates (
+    label TEXT NOT NULL,
+    photo_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    url TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    ownername TEXT NOT NULL,
+    title TEXT NOT NULL,
+    license INTEGER NOT NULL,
+    date_upload INTEGER NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    reason TEXT NOT NULL DEFAULT '',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    sha256 TEXT NOT NULL DEFAULT '',
+    phash TEXT NOT NULL DEFAULT '',
+    path TEXT NOT NULL DEFAULT '',
+    stored_width INTEGER NOT NULL DEFAULT 0,
+    stored_height INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (label, photo_id)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS candidates_order ON candidates (label, seq);
+CREATE INDEX IF NOT EXISTS candidates_status ON candidates (label, status);
+CREATE TABLE IF NOT EXISTS searches (
+    label TEXT PRIMARY KEY,
+    cursor TEXT,
+    exhausted INTEGER NOT NULL DEFAULT 0,
+    total INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class StateStore:
+    """Async facade over the SQLite state; every call runs on the store's own thread."""
+
+    def __init__(self, path: Path, *, batch_size: int = 200) -> None:
+        self.path = path
+        self._batch_size = batch_size
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asyncds-state")
+        self._conn: sqlite3.Connection | None = None
+        self._buffer: list[Outcome] = []
+
+    @classmethod
+    async def open(cls, path: Path, *, batch_size: int = 200) -> StateStore:
+        store = cls(path, batch_size=batch_size)
+        await store._run(store._open_sync)
+        return store
+
+    async def close(self) -> None:
+        try:
+            await self.flush()
+            await self._run(self._close_sync)
+        finally:
+            self._thread.shutdown(wait=True)
+
+    async def __aenter__(self) -> StateStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def add_page(
+        self,
+        label: str,
+        candidates: Sequence[Candidate],
+        *,
+        cursor: str,
+        exhausted: bool,
+        total: int,
+    ) -> list[CandidateRow]:
+        """Store a search page's new candidates and the class's cursor in one transaction.
+
+        Returns the rows actually inserted (ids already known for this class are skipped),
+        numbered in search order after the class's existing rows.
+        """
+        return await self._run(
+            self._add_page_sync, label, list(candidates), cursor, exhausted, total
+        )
+
+    def record(self, outcome: Outcome) -> bool:
+        """Buffer an outcome; True when the buffer is due for a flush."""
+        self._buffer.append(outcome)
+        return len(self._buffer) >= self._batch_size
+
+    async def flush(self) -> None:
+        """Commit buffered outcomes in one transaction."""
+        if not self._buffer:
+            return
+        batch, self._buffer = self._buffer, []
+        await self._run(self._write_outcomes_sync, batch)
+
+    async def set_statuses(self, updates: Iterable[tuple[str, str, str, str]]) -> None:
+        """Set (label, photo_id, status, reason) for many rows at once (dedup decisions)."""
+        await self._run(self._set_statuses_sync, list(updates))
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self._run(
+            self._execute_commit, "INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value)
+        )
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def search_state(self, label: str) -> SearchState:
+        row = await self._run(
+            self._fetchone,
+            "SELECT cursor, exhausted, total FROM searches WHERE label = ?",
+            (label,),
+        )
+        if row is None:
+            return SearchState(cursor=None, exhausted=False, total=0)
+        return SearchState(cursor=row[0], exhausted=bool(row[1]), total=int(row[2]))
+
+    async def seen_ids(self, label: str) -> set[str]:
+        rows = await self._run(
+            self._fetchall, "SELECT photo_id FROM candidates WHERE label = ?", (label,)
+        )
+        return {r[0] for r in rows}
+
+    async def rows(self, label: str | None = None, status: str | None = None) -> list[CandidateRow]:
+        """Rows in search order, optionally of one class and/or one status."""
+        where, params = [], []
+        if label is not None:
+            where.append("label = ?")
+            params.append(label)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        sql = f"SELECT {', '.join(_ROW_COLUMNS)} FROM candidates"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY label, seq"
+        found = await self._run(self._fetchall, sql, tuple(params))
+        return [CandidateRow(*r) for r in found]
+
+    async def counts(self) -> dict[str, Counter[str]]:
+        """Per class, how many candidates are in each status."""
+        found = await self._run(
+            self._fetchall,
+            "SELECT label, status, COUNT(*) FROM candidates GROUP BY label, status",
+            (),
+        )
+        result: dict[str, Counter[str]] = {}
+        for label, status, n in found:
+            result.setdefault(label, Counter())[status] = n
+        return result
+
+    async def meta(self, key: str) -> str | None:
+        row = await self._run(self._fetchone, "SELECT value FROM meta WHERE key = ?", (key,))
+        return row[0] if row else None
+
+    # -- the thread side -----------------------------------------------------------------
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    def _open_sync(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL survives a killed process (only power loss can drop the last commits).
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(_SCHEMA)
+        self._conn = conn
+
+    def _close_sync(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        assert self._conn is not None
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _fetchone(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        assert self._conn is not None
+        return self._conn.execute(sql, params).fetchone()
+
+    def _fetchall(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        assert self._conn is not None
+        return self._conn.execute(sql, params).fetchall()
+
+    def _execute_commit(self, sql: str, params: tuple[Any, ...]) -> None:
+        with self._transaction() as conn:
+            conn.execute(sql, params)
+
+    def _add_page_sync(
+        self, label: str, candidates: list[Candidate], cursor: str, exhausted: bool, total: int
+    ) -> list[CandidateRow]:
+        inserted: list[CandidateRow] = []
+        with self._transaction() as conn:
+            (last,) = conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM candidates WHERE label = ?", (label,)
+            ).fetchone()
+            for c in candidates:
+                row = CandidateRow(
+                    label=label,
+                    photo_id=c.photo_id,
+                    seq=last + 1,
+                    url=c.url,
+                    width=c.width,
+                    height=c.height,
+                    owner=c.owner,
+                    ownername=c.ownername,
+                    title=c.title,
+                    license=c.license,
+                    date_upload=c.date_upload,
+                )
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO candidates (label, photo_id, seq, url, width, height,"
+                    " owner, ownername, title, license, date_upload)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        row.label,
+                        row.photo_id,
+                        row.seq,
+                        row.url,
+                        row.width,
+                        row.height,
+                        row.owner,
+                        row.ownername,
+                        row.title,
+                        row.license,
+                        row.date_upload,
+                    ),
+                )
+                if cur.rowcount:
+                    inserted.append(row)
+                    last += 1
+            conn.execute(
+                "INSERT OR REPLACE INTO searches (label, cursor, exhausted, total)"
+                " VALUES (?, ?, ?, ?)",
+                (label, cursor, int(exhausted), total),
+            )
+        return inserted
+
+    def _write_outcomes_sync(self, batch: list[Outcome]) -> None:
+        with self._transaction() as conn:
+            conn.executemany(
+                "UPDATE candidates SET status = ?, reason = ?, attempts = ?, sha256 = ?,"
+                " phash = ?, path = ?, stored_width = ?, stored_height = ?"
+                " WHERE label = ? AND photo_id = ?",
+                [
+                    (
+                        o.status,
+                        o.reason,
+                        o.attempts,
+                        o.sha256,
+                        o.phash,
+                        o.path,
+                        o.stored_width,
+                        o.stored_height,
+                        o.label,
+                        o.photo_id,
+                    )
+                    for o in batch
+                ],
+            )
+
+    def _set_statuses_sync(self, updates: list[tuple[str, str, str, str]]) -> None:
+        with self._transaction() as conn:
+            conn.executemany(
+                "UPDATE candidates SET status = ?, reason = ? WHERE label = ? AND photo_id = ?",
+                [(status, reason, label, pid) for label, pid, status, reason in updates],
+            )
+
+
+# -- the output folder ---------------------------------------------------------------------
+
+
+class OutputLocked(Exception):
+    """Another run holds the output folder."""
+
+
+class OutputLock:
+    """An exclusive ``flock`` on the output folder, released by the kernel if we are killed."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise OutputLocked(
+                f"another asyncds run (pid {holder}) is using {self.path.parent}; "
+                "wait for it to finish or choose another --output-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> OutputLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def image_relpath(label: str, photo_id: str) -> str:
+    """Where a class's image lives, relative to the output folder (POSIX, as manifests use)."""
+    return f"{label}/{photo_id}.jpg"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` so that ``path`` never exists half-written (blocking: run in a thread).
+
+    No fsync: the guarantee needed is against a killed process, which os.replace gives; a
+    power cut may lose the last images, and resume then fetches them again.
+    """
+    tmp = path.with_name(f"{TEMP_MARKER}{os.getpid()}-{path.name}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def remove_temp_files(folders: Iterable[Path]) -> int:
+    """Delete temporary files a killed run left behind; returns how many."""
+    removed = 0
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            if entry.name.startswith(TEMP_MARKER) and entry.is_file():
+                entry.unlink()
+                removed += 1
+    return removed

@@ -1,0 +1,122 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asyncds.flickr import Candidate
+from asyncds.state import (
+    Outcome,
+    OutputLock,
+    OutputLocked,
+    StateStore,
+    Status,
+    remove_temp_files,
+    write_atomic,
+)
+
+
+def cand(pid: str, label: str = "cat") -> Candidate:
+    return Candidate(
+        photo_id=pid,
+        label=label,
+        url=f"http://127.0.0.1/{pid}_m.jpg",
+        width=240,
+        height=180,
+        owner="1@N01",
+        ownername="Jane",
+        title=f"photo {pid}",
+        license=4,
+        date_upload=1_600_000_000,
+    )
+
+
+async def test_pages_are_numbered_in_search_order_and_deduplicated(tmp_path: Path):
+    async with await StateStore.open(tmp_path / "s.sqlite") as state:
+        first = await state.add_page(
+            "cat", [cand("1"), cand("2")], cursor="c1", exhausted=False, total=9
+        )
+        again = await state.add_page(
+            "cat", [cand("2"), cand("3")], cursor="c2", exhausted=True, total=9
+        )
+        assert [(r.photo_id, r.seq) for r in first] == [("1", 1), ("2", 2)]
+        assert [(r.photo_id, r.seq) for r in again] == [("3", 3)]
+        search = await state.search_state("cat")
+        assert (search.cursor, search.exhausted, search.total) == ("c2", True, 9)
+        assert await state.seen_ids("cat") == {"1", "2", "3"}
+        # the same photo under another class is another candidate
+        assert (
+            len(
+                await state.add_page(
+                    "dog", [cand("1", "dog")], cursor="d", exhausted=False, total=1
+                )
+            )
+            == 1
+        )
+
+
+async def test_outcomes_are_buffered_then_committed_in_one_batch(tmp_path: Path):
+    path = tmp_path / "s.sqlite"
+    state = await StateStore.open(path, batch_size=2)
+    await state.add_page(
+        "cat", [cand("1"), cand("2"), cand("3")], cursor="c", exhausted=False, total=3
+    )
+    assert (
+        state.record(Outcome("cat", "1", Status.OK, sha256="ab", phash="00ff", path="cat/1.jpg"))
+        is False
+    )
+    assert state.record(Outcome("cat", "2", Status.CORRUPT, "truncated JPEG")) is True
+    assert (await state.counts())["cat"][Status.PENDING] == 3  # nothing committed yet
+    await state.flush()
+    counts = (await state.counts())["cat"]
+    assert counts[Status.OK] == 1 and counts[Status.CORRUPT] == 1 and counts[Status.PENDING] == 1
+    state.record(Outcome("cat", "3", Status.UNAVAILABLE, "placeholder"))
+    await state.close()  # close flushes
+    async with await StateStore.open(path) as reopened:
+        rows = await reopened.rows("cat")
+        assert [r.status for r in rows] == [Status.OK, Status.CORRUPT, Status.UNAVAILABLE]
+        assert rows[0].path == "cat/1.jpg" and rows[1].reason == "truncated JPEG"
+        await reopened.set_statuses([("cat", "1", Status.DUPLICATE, "same image as cat/9.jpg")])
+        assert (await reopened.rows("cat", Status.DUPLICATE))[0].photo_id == "1"
+
+
+def test_write_atomic_leaves_no_partial_file(tmp_path: Path):
+    target = tmp_path / "a.jpg"
+    write_atomic(target, b"data")
+    assert target.read_bytes() == b"data"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.jpg"]
+
+
+def test_temp_files_of_a_killed_run_are_removed(tmp_path: Path):
+    folder = tmp_path / "cat"
+    folder.mkdir()
+    (folder / ".part-123-9.jpg").write_bytes(b"half")
+    (folder / "9.jpg").write_bytes(b"whole")
+    assert remove_temp_files([folder, tmp_path / "missing"]) == 1
+    assert [p.name for p in folder.iterdir()] == ["9.jpg"]
+
+
+def test_lock_refuses_a_second_holder_and_is_released_by_the_kernel(tmp_path: Path):
+    with OutputLock(tmp_path):
+        other = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from pathlib import Path; from asyncds.state import OutputLock\n"
+                "try:\n    OutputLock(Path(sys.argv[1])).acquire()\nexcept Exception as e:\n"
+                "    print(e); sys.exit(3)",
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert other.returncode == 3
+        assert f"pid {os.getpid()}" in other.stdout and "--output-dir" in other.stdout
+    with OutputLock(tmp_path):  # released: we can take it again
+        pass
+    lock = OutputLock(tmp_path)
+    lock.acquire()
+    with pytest.raises(OutputLocked):
+        OutputLock(tmp_path).acquire()
+    lock.release()
