@@ -1,0 +1,378 @@
+"""Pure CPU work for the process pool: verify, orient, convert, resize, encode, hash.
+
+Nothing here does I/O: :func:`process_image` takes the downloaded bytes and returns an
+:class:`ImageResult` holding the bytes to store. Both functions and both dataclasses pickle, so
+the pipeline can run them in a ``ProcessPoolExecutor``; :func:`process_batch` runs several images
+per task to amortise the hand-off.
+
+Statuses (``ImageResult.status``) and the shape of their ``reason``:
+
+- ``ok`` -- ``data`` is a baseline RGB JPEG, at most ``max_side`` on its longest side.
+- ``corrupt`` -- not a JPEG/PNG/GIF/WebP/BMP, or it does not decode completely
+  (``"truncated JPEG: image file is truncated (37 bytes not processed)"``,
+  ``"cannot identify image: data starts with b'<!DOCTYPE html><'"``).
+- ``too_small`` -- longest side below ``min_side`` (``"50x30 is smaller than min_side 64"``).
+- ``too_many_pixels`` -- width*height from the header above ``max_pixels``
+  (``"10000x10000 = 100,000,000 pixels exceeds max_pixels 1,000,000"``). Pillow's own
+  decompression-bomb guard (``Image.MAX_IMAGE_PIXELS``) stays in force too, so the effective limit
+  is the lower of the two; its error and warning are reported under this status as well.
+
+What is kept, and why. ``python -m benchmarks.bench_imaging`` (Pillow 13, libjpeg-turbo 3.2,
+2 vCPUs) renders sources with real detail from the emulator's photographs and times each path in
+ms per image; PSNR (dB) is against full decode + LANCZOS, "stored" after the q90 JPEG encode:
+
+=====================================  ========  ========  =============  =============
+path                                   1024x768  500x375   resize PSNR    stored PSNR
+=====================================  ========  ========  =============  =============
+(a) full decode + ``thumbnail()``      4.61 ms   2.01 ms   42.2 / 47.1    32.69 / 36.18
+(b1) draft to >= 1x target + LANCZOS   2.77 ms   1.33 ms   37.2 / 40.3    31.89 / 35.36
+(b2) draft to >= 2x target + LANCZOS   4.20 ms   2.55 ms   49.5 / inf     33.24 / 36.53
+reference: full decode + LANCZOS       8.85 ms   2.56 ms   inf / inf      33.24 / 36.53
+``process_image`` (b2 + the rest)      5.28 ms   3.34 ms
+=====================================  ========  ========  =============  =============
+
+*Kept: (b2)*, the fastest path whose stored image is within 0.1 dB of the reference at every
+source size. It decodes JPEGs with DCT scaling (``Image.draft``) to the smallest power-of-two
+size still at least twice the target, then resizes with LANCZOS using the draft box: 0.91x the
+time of Pillow's default ``thumbnail`` on 1024-px sources and 2.1x faster than the reference,
+with the reference's stored quality (``thumbnail``'s BICUBIC loses 0.35-0.55 dB). Drafting all
+the way down to the target (b1) is 1.5-1.9x faster again but aliases fine texture: its pixels
+are only 37-40 dB from the reference's before the encode and 1.2-1.4 dB worse after it, so it
+is rejected. At 500 px no draft is possible (500 < 2 x 240), (b2) is the reference and costs
+1.27x ``thumbnail``. On top come ``optimize=True`` (0.25-0.3 ms, 3 % fewer bytes) and decoding
+plus hashing the stored file (0.55-0.8 ms).
+
+The usual input is Flickr's 240-px ``url_s``: a baseline, upright YCbCr JPEG within size is
+*passed through*, its bytes kept after a full decode, in 0.48 ms against 0.87 ms to re-encode
+and hash it (re-encoding would also lose quality and change the sha256). Jobs that small make
+the pool hand-off matter: through ``ProcessPoolExecutor(2)`` one image per task costs the parent
+0.09-0.11 ms of CPU per image and gains little or nothing over an in-process loop (0.42-0.74
+against 0.46-0.49 ms wall per image), while 16 per task (:func:`process_batch`) costs the parent
+0.03 ms and takes 0.28-0.57 ms (the spread across runs is other load on the shared 2 CPUs).
+
+The perceptual hash is ``imagehash.phash`` (``hash_size=8``) of the *stored* JPEG decoded, so it
+is a pure function of the stored bytes on both paths. As an int, bit ``63 - (8*row + col)`` is
+``dct[row, col] > median`` (row-major, most significant first), the same order as
+``str(imagehash.phash(...))``: ``phash_to_hex(h) == str(imagehash_value)`` and
+``imagehash.hex_to_hash(phash_to_hex(h))`` round-trips. Values use all 64 bits: SQLite's INTEGER
+is signed, so store ``phash_to_hex(h)`` (or convert) rather than the raw int.
+
+EXIF orientation uses the transposition table of ``ImageOps.exif_transpose`` but applies it
+after the resize, so it moves 240-px pixels rather than full-size ones. Alpha is composited on
+white; EXIF, ICC, XMP and comments are not copied into re-encoded files (pass-through files keep
+their bytes). Under the same options every stored file qualifies for pass-through: ``process_image``
+of an ``ok`` result's ``data`` returns those bytes, sha256 and phash again (resume relies on it).
+Not thread-safe: :func:`process_image` sets warning filters for its duration, which is fine in a
+worker process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import imagehash
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+OK = "ok"
+CORRUPT = "corrupt"
+TOO_SMALL = "too_small"
+TOO_MANY_PIXELS = "too_many_pixels"
+
+# Formats worth accepting from an image host; a narrow list keeps exotic plugins (EPS runs
+# Ghostscript) away from untrusted bytes.
+_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP")  # JPEG also opens MPO files
+_MAGIC = (
+    (b"\xff\xd8", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF8", "GIF"),
+    (b"RIFF", "WebP"),
+    (b"BM", "BMP"),
+)
+_WHITE = (255, 255, 255)
+_ORIENTATION_TAG = 0x0112
+# The table of ImageOps.exif_transpose: EXIF orientation -> the transposition that uprights it.
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+# Draft (DCT-scaled decode) no further down than this multiple of the target size: the LANCZOS
+# step that follows then has enough pixels to match a full-resolution resize (see docstring).
+_DRAFT_HEADROOM = 2
+_SOF_BASELINE = 0xC0
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # DHT, JPG, DAC are not frames
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+
+
+@dataclass(frozen=True, slots=True)
+class ImageOptions:
+    """What to make of each image; mirrors ``config.ImageSettings``."""
+
+    max_side: int = 240
+    quality: int = 90
+    min_side: int = 64
+    max_pixels: int = 50_000_000
+
+    def __post_init__(self) -> None:
+        if self.max_side < 1 or self.min_side < 1 or self.max_pixels < 1:
+            raise ValueError("max_side, min_side and max_pixels must be positive")
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"quality must be in 1..100, got {self.quality}")
+
+
+@dataclass(frozen=True, slots=True)
+class ImageResult:
+    """The outcome for one image.
+
+    For ``ok``: ``data`` is the JPEG to store, ``width``/``height`` its size, ``sha256`` the hex
+    digest of ``data``, ``phash`` its 64-bit perceptual hash and ``passthrough`` whether ``data``
+    is the input unchanged. Otherwise ``data`` is None, sizes and ``phash`` are 0 and ``sha256``
+    is empty; ``reason`` says what was wrong.
+    """
+
+    status: str
+    reason: str
+    data: bytes | None
+    width: int
+    height: int
+    sha256: str
+    phash: int
+    passthrough: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+
+def process_image(data: bytes, options: ImageOptions) -> ImageResult:
+    """Turn downloaded bytes into the image to store (see the module docstring).
+
+    Every problem with the data is a status; an exception escapes only for a fault of this code
+    or the machine (e.g. MemoryError while encoding), which :func:`process_batch` catches.
+    """
+    with warnings.catch_warnings():
+        # Pillow warns about odd EXIF or ICC data it has already coped with; that is not a result.
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return _process(data, options)
+
+
+def process_batch(items: Sequence[tuple[bytes, ImageOptions]]) -> list[ImageResult]:
+    """:func:`process_image` over several items, for one pool task; never raises."""
+    results: list[ImageResult] = []
+    for data, options in items:
+        try:
+            results.append(process_image(data, options))
+        except Exception as exc:  # one bad item must not lose the batch
+            results.append(_rejected(CORRUPT, f"internal error: {type(exc).__name__}: {exc}"))
+    return results
+
+
+def phash_to_hex(phash: int) -> str:
+    """16 lowercase hex digits, identical to ``str()`` of the ``imagehash.ImageHash``."""
+    return f"{phash:016x}"
+
+
+def phash_from_hex(text: str) -> int:
+    """Inverse of :func:`phash_to_hex`."""
+    if len(text) != 16:
+        raise ValueError(f"a 64-bit phash is 16 hex digits, got {text!r}")
+    return int(text, 16)
+
+
+def hamming(a: int, b: int) -> int:
+    """Number of differing bits between two perceptual hashes."""
+    return (a ^ b).bit_count()
+
+
+def _process(data: bytes, options: ImageOptions) -> ImageResult:
+    try:
+        im = Image.open(io.BytesIO(data), formats=_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return _rejected(TOO_MANY_PIXELS, f"decompression-bomb guard: {exc}")
+    except UnidentifiedImageError:
+        return _rejected(CORRUPT, _unidentified_reason(data))
+    except Exception as exc:  # plugins raise many types on malformed headers
+        return _rejected(CORRUPT, f"damaged {_sniff(data)} header: {_describe(exc)}")
+
+    with im:
+        fmt = im.format or "image"
+        width, height = im.size
+        # Decide from the header alone, before any pixel is decoded.
+        if width * height > options.max_pixels:
+            return _rejected(
+                TOO_MANY_PIXELS,
+                f"{width}x{height} = {width * height:,} pixels exceeds max_pixels "
+                f"{options.max_pixels:,}",
+            )
+        if max(width, height) < options.min_side:
+            return _rejected(
+                TOO_SMALL, f"{width}x{height} is smaller than min_side {options.min_side}"
+            )
+        orientation = _orientation(im)
+
+        if _can_pass_through(im, data, orientation, options):
+            try:
+                im.load()  # full decode: a truncated file must not be stored
+            except Exception as exc:
+                return _rejected(CORRUPT, _decode_reason(fmt, exc))
+            return _stored(data, im, passthrough=True)
+
+        target = _fit(width, height, options.max_side)
+        box = None
+        if target is not None and fmt in ("JPEG", "MPO"):
+            # DCT-scaled decode; the box maps the original frame into the drafted pixels.
+            drafted = im.draft("RGB", (target[0] * _DRAFT_HEADROOM, target[1] * _DRAFT_HEADROOM))
+            box = drafted[1] if drafted else None
+        try:
+            im.load()
+            rgb = _to_rgb(im)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            return _rejected(TOO_MANY_PIXELS, f"decompression-bomb guard: {exc}")
+        except Exception as exc:
+            return _rejected(CORRUPT, _decode_reason(fmt, exc))
+
+        if target is not None:
+            rgb = rgb.resize(target, Image.Resampling.LANCZOS, box=box)
+        if orientation in _UPRIGHT:
+            rgb = rgb.transpose(_UPRIGHT[orientation])
+        rgb.info = {}  # Pillow's JPEG writer copies a source comment from info; store pixels only
+        out = io.BytesIO()
+        rgb.save(out, "JPEG", quality=options.quality, optimize=True)
+
+    stored = out.getvalue()
+    with Image.open(io.BytesIO(stored)) as decoded:
+        decoded.load()
+        return _stored(stored, decoded, passthrough=False)
+
+
+def _stored(data: bytes, decoded: Image.Image, *, passthrough: bool) -> ImageResult:
+    """The ok result for ``data``, given those very bytes fully decoded."""
+    return ImageResult(
+        status=OK,
+        reason="passed through" if passthrough else "re-encoded",
+        data=data,
+        width=decoded.width,
+        height=decoded.height,
+        sha256=hashlib.sha256(data).hexdigest(),
+        phash=_phash(decoded),
+        passthrough=passthrough,
+    )
+
+
+def _rejected(status: str, reason: str) -> ImageResult:
+    return ImageResult(status, reason, None, 0, 0, "", 0, False)
+
+
+def _phash(im: Image.Image) -> int:
+    bits = imagehash.phash(im, hash_size=8).hash  # 8x8 bools, row-major
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+
+
+def _can_pass_through(
+    im: Image.Image, data: bytes, orientation: int | None, options: ImageOptions
+) -> bool:
+    """A baseline YCbCr JPEG that is already upright and within size can be stored as is."""
+    if im.format != "JPEG" or im.mode != "RGB" or orientation != 1:
+        return False
+    if not options.min_side <= max(im.size) <= options.max_side:
+        return False
+    # libjpeg treats an Adobe transform of 0, or components named R, G, B, as RGB-coded.
+    if im.info.get("adobe_transform") == 0 and "adobe" in im.info:
+        return False
+    if [c[0] for c in getattr(im, "layer", [])] == [ord("R"), ord("G"), ord("B")]:
+        return False
+    return _jpeg_frame_marker(data) == _SOF_BASELINE
+
+
+def _jpeg_frame_marker(data: bytes) -> int | None:
+    """The SOFn marker byte of a JPEG (0xC0 baseline, 0xC2 progressive, ...), or None."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    i, end = 2, len(data)
+    while i + 4 <= end:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+        elif marker in _SOF_MARKERS:
+            return marker
+        elif marker in (0xDA, 0xD9):  # scan or end before any frame header
+            return None
+        elif 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            i += 2
+        else:
+            length = int.from_bytes(data[i + 2 : i + 4], "big")
+            if length < 2:
+                return None
+            i += 2 + length
+    return None
+
+
+def _orientation(im: Image.Image) -> int | None:
+    """EXIF orientation (1 when absent), or None when the EXIF block cannot be read."""
+    try:
+        value = im.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:  # damaged EXIF: the pixels may be fine, the orientation is unknown
+        return None
+    return value if isinstance(value, int) else None
+
+
+def _fit(width: int, height: int, max_side: int) -> tuple[int, int] | None:
+    """Size with the longest side ``max_side`` and the same aspect, or None: never upscale."""
+    longest = max(width, height)
+    if longest <= max_side:
+        return None
+    if width >= height:
+        return max_side, max(1, round(height * max_side / width))
+    return max(1, round(width * max_side / height)), max_side
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """RGB pixels: alpha and palette transparency composited on white, 16-bit grey scaled."""
+    if im.mode in _ALPHA_MODES or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        flat = Image.new("RGB", im.size, _WHITE)
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    if im.mode == "RGB":
+        return im
+    if im.mode.startswith("I;16") or im.mode == "I":
+        # 16-bit grey: keep the top byte; convert("L") would clip everything above 255 to white.
+        grey = np.clip(np.asarray(im, dtype=np.int64), 0, 65535) >> 8
+        return Image.fromarray(grey.astype(np.uint8)).convert("RGB")
+    return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, ...
+
+
+def _sniff(data: bytes) -> str:
+    """The format its first bytes claim, for messages only."""
+    return next((name for magic, name in _MAGIC if data.startswith(magic)), "image")
+
+
+def _unidentified_reason(data: bytes) -> str:
+    if not data:
+        return "cannot identify image: empty data"
+    claimed = _sniff(data)
+    if claimed != "image":
+        return f"cannot identify image: damaged {claimed} header"
+    return f"cannot identify image: data starts with {bytes(data[:16])!r}"
+
+
+def _decode_reason(fmt: str, exc: BaseException) -> str:
+    text = _describe(exc)
+    kind = "truncated" if isinstance(exc, EOFError) or "truncated" in text else "undecodable"
+    return f"{kind} {fmt}: {text}"
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
