@@ -573,7 +573,12 @@ class ClassSearch:
         if settings.license:
             self._params["license"] = ",".join(str(i) for i in settings.license)
         if cursor is None:
-            cursor = SearchCursor.start(start, int(time.time()) if end is None else end)
+            # The search ends at the start of today (UTC), not "now": two runs on one day then
+            # walk the same date windows in the same order and pick the same images (a resumed
+            # run keeps its cursor's windows anyway). Today's uploads are left for tomorrow.
+            if end is None:
+                end = int(time.time()) // 86400 * 86400
+            cursor = SearchCursor.start(start, end)
         if cursor.window is not None and cursor.per_page not in (0, self._per_page):
             # Page numbers mean other offsets now: walk the window again (dedupe skips repeats).
             log.info("%s: per_page changed; restarting the current date window", spec.name)

@@ -1,0 +1,272 @@
+"""The download pipeline: search producers → one bounded queue → download consumers.
+
+- One producer per class walks its Flickr search (``flickr.ClassSearch``), stores each page's
+  new candidates with the search cursor (``state.StateStore.add_page``), and enqueues them one
+  at a time, only while ``good + in flight < count``: a failed, dropped or duplicate candidate
+  frees its place and the next candidate takes it. So a class ends with exactly ``count`` good
+  images when Flickr has them, and short (the summary says so) when its search runs dry.
+- The queue is bounded: producers wait when consumers are behind, so memory stays flat.
+- ``download.concurrency`` consumers share one ``aiohttp.ClientSession``; decoding, resizing and
+  hashing run in a process pool; images are written atomically off the event loop.
+
+Candidates are enqueued in search order and every enqueued one is finished before a class is
+done, so the good images of a class are always "the first ``count`` good ones in search order":
+the same set whether the run went straight through or was killed and resumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from asyncds.config import ClassSpec, Config
+from asyncds.fetch import fetch_image
+from asyncds.flickr import ClassSearch, FlickrClient, SearchCursor
+from asyncds.imaging import ImageOptions, ImageResult, phash_to_hex, process_image
+from asyncds.state import CandidateRow, Outcome, StateStore, Status, image_relpath, write_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClassProgress:
+    """Live counters of one class; the producer's gate and the progress display read them."""
+
+    label: str
+    target: int
+    good: int = 0
+    failed: int = 0
+    in_flight: int = 0
+    candidates: int = 0
+    exhausted: bool = False
+    done: bool = False
+    started: float = field(default_factory=time.monotonic)
+    good_this_run: int = 0
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition, repr=False)
+
+    @property
+    def short(self) -> bool:
+        return self.exhausted and self.good < self.target
+
+    async def reserve(self) -> bool:
+        """Wait for a free place for one more candidate; False once the class is complete."""
+        async with self._changed:
+            await self._changed.wait_for(
+                lambda: self.good >= self.target or self.good + self.in_flight < self.target
+            )
+            if self.good >= self.target:
+                return False
+            self.in_flight += 1
+            return True
+
+    async def settle(self, good: bool) -> None:
+        async with self._changed:
+            self.in_flight -= 1
+            if good:
+                self.good += 1
+                self.good_this_run += 1
+            else:
+                self.failed += 1
+            self._changed.notify_all()
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    row: CandidateRow
+    progress: ClassProgress
+
+
+class Pipeline:
+    """One pass of search and download over every class that is not yet complete."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        out_dir: Path,
+        state: StateStore,
+        client: FlickrClient,
+        session: aiohttp.ClientSession,
+        pool: Executor,
+        progress: dict[str, ClassProgress],
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.out_dir = out_dir
+        self.state = state
+        self.client = client
+        self.session = session
+        self.pool = pool
+        self.progress = progress
+        self._on_change = on_change or (lambda: None)
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=config.download.queue_size)
+        self._options = ImageOptions(
+            max_side=config.image.max_side,
+            quality=config.image.quality,
+            min_side=config.image.min_side,
+            max_pixels=config.image.max_pixels,
+        )
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        """Run producers and consumers until every class is complete or exhausted."""
+        for spec in self.config.classes:
+            await asyncio.to_thread((self.out_dir / spec.name).mkdir, parents=True, exist_ok=True)
+        consumers = [
+            asyncio.create_task(self._consume(), name=f"consumer-{i}")
+            for i in range(self.config.download.concurrency)
+        ]
+        try:
+            async with asyncio.TaskGroup() as producers:
+                for spec in self.config.classes:
+                    producers.create_task(self._produce(spec), name=f"producer-{spec.name}")
+            await self._queue.join()
+        finally:
+            for task in consumers:
+                task.cancel()
+            await asyncio.gather(*consumers, return_exceptions=True)
+            if self._flushing is not None:
+                await asyncio.gather(self._flushing, return_exceptions=True)
+            await self.state.flush()
+
+    # -- producers -----------------------------------------------------------------------
+
+    async def _produce(self, spec: ClassSpec) -> None:
+        progress = self.progress[spec.name]
+        if progress.good >= progress.target:
+            return
+        # Candidates stored by an earlier run but never finished come first, in search order.
+        for row in await self.state.rows(spec.name, Status.PENDING):
+            if not await self._enqueue(row, progress):
+                return
+        search_state = await self.state.search_state(spec.name)
+        if search_state.exhausted:
+            progress.exhausted = True
+            return
+        search = ClassSearch(
+            self.client,
+            spec,
+            self.config.flickr,
+            max_side=self.config.image.max_side,
+            cursor=SearchCursor.from_json(search_state.cursor) if search_state.cursor else None,
+            seen_ids=await self.state.seen_ids(spec.name),
+        )
+        async for page in search.pages():
+            rows = await self.state.add_page(
+                spec.name,
+                page.candidates,
+                cursor=page.cursor.to_json(),
+                exhausted=page.cursor.exhausted,
+                total=page.total,
+            )
+            progress.candidates += len(rows)
+            for row in rows:
+                if not await self._enqueue(row, progress):
+                    return
+        progress.exhausted = True
+        log.info("%s: the search has no more candidates", spec.name)
+
+    async def _enqueue(self, row: CandidateRow, progress: ClassProgress) -> bool:
+        if not await progress.reserve():
+            return False
+        await self._queue.put(_Job(row, progress))
+        return True
+
+    # -- consumers -----------------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        while True:
+            job = await self._queue.get()
+            try:
+                outcome = await self._process(job.row)
+                if self.state.record(outcome):
+                    self._flush_soon()
+                await job.progress.settle(outcome.status == Status.OK)
+                self._on_change()
+            finally:
+                self._queue.task_done()
+
+    def _flush_soon(self) -> None:
+        # One batch commit at a time, in the background: consumers never wait on the disk.
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self.state.flush())
+
+    async def _process(self, row: CandidateRow) -> Outcome:
+        relpath = image_relpath(row.label, row.photo_id)
+        target = self.out_dir / relpath
+        loop = asyncio.get_running_loop()
+        if await loop.run_in_executor(None, target.is_file):
+            # Finished by a run that was killed before its outcome was committed: adopt it.
+            data = await loop.run_in_executor(None, target.read_bytes)
+            result: ImageResult = await loop.run_in_executor(
+                self.pool, process_image, data, self._options
+            )
+            if result.status == Status.OK:
+                return _ok(row, relpath, result, attempts=0)
+            await loop.run_in_executor(None, target.unlink)
+        download = self.config.download
+        fetched = await fetch_image(
+            self.session,
+            row.url,
+            max_bytes=download.max_bytes,
+            timeout_s=download.timeout_s,
+            retry=self.config.flickr.retry_policy,
+        )
+        if fetched.status != "ok" or fetched.data is None:
+            return Outcome(
+                row.label, row.photo_id, fetched.status, fetched.reason, fetched.attempts
+            )
+        try:
+            result = await loop.run_in_executor(
+                self.pool, process_image, fetched.data, self._options
+            )
+        except BrokenProcessPool:
+            raise  # a dead pool is a failed run, not a bad image
+        except Exception as exc:  # a bug in decoding one file must not end the run
+            log.debug("imaging failed for %s", row.photo_id, exc_info=True)
+            return Outcome(row.label, row.photo_id, Status.CORRUPT, f"internal error: {exc}")
+        if result.status != Status.OK or result.data is None:
+            return Outcome(row.label, row.photo_id, result.status, result.reason, fetched.attempts)
+        await loop.run_in_executor(None, write_atomic, target, result.data)
+        return _ok(row, relpath, result, attempts=fetched.attempts)
+
+
+def _ok(row: CandidateRow, relpath: str, result: ImageResult, *, attempts: int) -> Outcome:
+    return Outcome(
+        row.label,
+        row.photo_id,
+        Status.OK,
+        "passed through" if result.passthrough else "",
+        attempts,
+        sha256=result.sha256,
+        phash=phash_to_hex(result.phash),
+        path=relpath,
+        stored_width=result.width,
+        stored_height=result.height,
+    )
+
+
+async def initial_progress(config: Config, state: StateStore) -> dict[str, ClassProgress]:
+    """Counters for each class from what the state already holds (resume)."""
+    counts = await state.counts()
+    progress: dict[str, ClassProgress] = {}
+    for spec in config.classes:
+        by_status = counts.get(spec.name, {})
+        search = await state.search_state(spec.name)
+        progress[spec.name] = ClassProgress(
+            label=spec.name,
+            target=spec.count,
+            good=by_status.get(Status.OK, 0),
+            failed=sum(n for s, n in by_status.items() if s not in (Status.OK, Status.PENDING)),
+            candidates=sum(by_status.values()),
+            exhausted=search.exhausted and not by_status.get(Status.PENDING, 0),
+        )
+    return progress

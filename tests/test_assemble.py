@@ -1,0 +1,489 @@
+"""asyncds.assemble: selection, seeded splits, and every artifact written from a real state."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import random
+import tarfile
+from pathlib import Path, PurePosixPath
+
+import pytest
+from PIL import Image
+
+from asyncds.assemble import (
+    DROP_REASONS,
+    AssemblyReport,
+    RunStats,
+    Split,
+    UnsafePathError,
+    assemble_outputs,
+    safe_relpath,
+    select_images,
+    split_dataset,
+    subset_count,
+    subset_split,
+    write_outputs,
+)
+from asyncds.config import ClassSpec, Config, SplitSpec, SubsetSpec
+from asyncds.flickr import Candidate
+from asyncds.state import TEMP_MARKER, CandidateRow, Outcome, StateStore, Status, image_relpath
+
+ARTIFACTS = {
+    "train_test_split.json",
+    "metadata.jsonl",
+    "summary.txt",
+    "summary.json",
+}
+METADATA_FIELDS = [
+    "file_name",
+    "label",
+    "split",
+    "photo_id",
+    "owner",
+    "ownername",
+    "title",
+    "license",
+    "license_name",
+    "photo_page",
+    "url",
+    "width",
+    "height",
+    "sha256",
+]
+
+
+def paths(label: str, n: int, start: int = 1) -> list[str]:
+    return [f"{label}/{i}.jpg" for i in range(start, start + n)]
+
+
+# -- selection --------------------------------------------------------------------------------
+
+
+def plain_row(label: str, pid: str, seq: int, status: str = Status.OK) -> CandidateRow:
+    return CandidateRow(
+        label, pid, seq, "u", 1, 1, "o", "n", "t", 4, 0, status=status, path=f"{label}/{pid}.jpg"
+    )
+
+
+def test_select_images_takes_the_first_count_good_ones_in_search_order():
+    rows = [
+        plain_row("cat", "a", 4),
+        plain_row("cat", "b", 1),
+        plain_row("cat", "c", 2, Status.UNAVAILABLE),
+        plain_row("cat", "d", 3, Status.DUPLICATE),
+        plain_row("cat", "e", 6),
+        plain_row("cat", "f", 5, Status.PENDING),
+        plain_row("cat", "g", 7),
+        plain_row("owl", "h", 1),  # not configured
+    ]
+    config = Config(classes=(ClassSpec("dog", 5, ("dog",)), ClassSpec("cat", 3, ("cat",))))
+    random.Random(0).shuffle(rows)
+    selected = select_images(rows, config)
+    assert list(selected) == ["dog", "cat"]
+    assert selected["dog"] == []
+    assert [r.photo_id for r in selected["cat"]] == ["b", "a", "e"]
+
+
+# -- splits -----------------------------------------------------------------------------------
+
+
+def test_split_is_seeded_and_independent_of_input_order():
+    spec = SplitSpec(seed=42, type="absolute", test_size=3)
+    selected = {"cat": paths("cat", 10), "dog": paths("dog", 8)}
+    split = split_dataset(selected, spec)
+    # a golden value: a str seed is hashed the same way in every run and every process
+    cat_test = [p for p in split.test if p.startswith("cat/")]
+    assert cat_test == ["cat/4.jpg", "cat/7.jpg", "cat/9.jpg"]
+    for seed in range(4):
+        rng = random.Random(seed)
+        shuffled = {label: rng.sample(ps, len(ps)) for label, ps in selected.items()}
+        reordered = dict(reversed(list(shuffled.items())))
+        assert split_dataset(reordered, spec).to_json() == split.to_json()
+    assert list(split.train) == sorted(split.train) and list(split.test) == sorted(split.test)
+    assert set(split.train) | set(split.test) == {p for ps in selected.values() for p in ps}
+    assert not set(split.train) & set(split.test)
+    assert split.counts == {"cat": (7, 3), "dog": (5, 3)}
+    assert split.warnings == ()
+    other = split_dataset(selected, dataclasses.replace(spec, seed=43))
+    assert other.test != split.test
+
+
+def test_short_class_rule_in_an_absolute_split_and_its_warning():
+    spec = SplitSpec(seed=1, type="absolute", test_size=5)
+    split = split_dataset(
+        {"cat": paths("cat", 9), "dog": paths("dog", 5), "fox": paths("fox", 1), "owl": []}, spec
+    )
+    assert split.counts == {"cat": (4, 5), "dog": (3, 2), "fox": (1, 0), "owl": (0, 0)}
+    text = "\n".join(split.warnings)
+    assert (
+        "dog: only 5 images, not more than test_size 5: half go to test (2 test, 3 train)" in text
+    )
+    assert "fox: only 1 image," in text
+    assert "owl: no images" in text
+    assert "cat" not in text
+
+
+@pytest.mark.parametrize("test_size", [0.2, 20])
+def test_proportional_split_as_fraction_or_percent(test_size: float):
+    spec = SplitSpec(seed=3, type="proportional", test_size=test_size)
+    split = split_dataset({"cat": paths("cat", 25), "dog": paths("dog", 10)}, spec)
+    assert split.counts == {"cat": (20, 5), "dog": (8, 2)}
+    same = split_dataset(
+        {"cat": paths("cat", 25), "dog": paths("dog", 10)},
+        SplitSpec(seed=3, type="proportional", test_size=0.2 if test_size == 20 else 20),
+    )
+    assert same.to_json() == split.to_json()
+
+
+def test_subset_takes_a_seeded_share_of_each_split_and_class():
+    split = split_dataset(
+        {"cat": paths("cat", 30), "dog": paths("dog", 11)},
+        SplitSpec(seed=42, type="absolute", test_size=5),
+    )
+    subset = subset_split(split, SubsetSpec(percentage=10, seed=7))
+    # cat: 10% of 25 train is 2.5 -> 3 (halves up); of 5 test, 0.5 -> 1; dog: at least one each
+    assert subset.counts == {"cat": (3, 1), "dog": (1, 1)}
+    assert set(subset.train) <= set(split.train) and set(subset.test) <= set(split.test)
+    assert list(subset.train) == sorted(subset.train)
+    again = subset_split(
+        Split(tuple(reversed(split.train)), tuple(reversed(split.test))), SubsetSpec(10, 7)
+    )
+    assert again.to_json() == subset.to_json()
+    assert subset_split(split, SubsetSpec(10, 8)).to_json() != subset.to_json()
+
+
+def test_subset_count_rounds_half_up_and_keeps_one():
+    assert [subset_count(n, 10) for n in (0, 1, 4, 5, 14, 15, 25, 100)] == [0, 1, 1, 1, 1, 2, 3, 10]
+    assert subset_count(7, 100) == 7
+    assert subset_count(3, 0.5) == 1
+
+
+def test_safe_relpath_rejects_escapes():
+    assert safe_relpath("cat/1.jpg") == "cat/1.jpg"
+    for bad in ("", "/etc/passwd", "../x.jpg", "cat/../../x", "cat//1.jpg", "./cat", "a\\b"):
+        with pytest.raises(UnsafePathError):
+            safe_relpath(bad)
+
+
+# -- a real state and a real output folder ------------------------------------------------------
+
+CLASSES = (
+    ClassSpec("cat", 3, ("cat", "kitten")),
+    ClassSpec("dog", 2, ("dog",)),
+    ClassSpec("sports car", 4, ("sports car", "car")),
+)
+
+
+def jpeg(seed: int) -> bytes:
+    buf = io.BytesIO()
+    rng = random.Random(seed)
+    Image.new("RGB", (20 + seed % 7, 16), tuple(rng.randrange(256) for _ in range(3))).save(
+        buf, "JPEG"
+    )
+    return buf.getvalue()
+
+
+def candidate(label: str, pid: str) -> Candidate:
+    return Candidate(
+        photo_id=pid,
+        label=label,
+        url=f"https://live.staticflickr.com/1/{pid}_secret_m.jpg",
+        width=240,
+        height=160,
+        owner=f"{pid}@N0{len(label)}",
+        ownername=f"Owner of {pid}",
+        title=f"Ünïcode title {pid}",
+        license=int(pid) % 17,
+        date_upload=1_600_000_000,
+    )
+
+
+# label -> [(photo id, status)]; files exist for every ok row
+PLAN = {
+    "cat": [
+        ("101", Status.OK),
+        ("102", Status.UNAVAILABLE),
+        ("103", Status.OK),
+        ("104", Status.DUPLICATE),
+        ("105", Status.OK),
+        ("106", Status.OK),  # surplus: count is 3
+        ("107", Status.PENDING),
+    ],
+    "dog": [("201", Status.OK), ("202", Status.OK)],
+    "sports car": [("301", Status.OK), ("302", Status.TOO_SMALL)],
+}
+
+
+async def build_state(out: Path) -> StateStore:
+    state = await StateStore.open(out / "asyncds-state.sqlite")
+    seed = 0
+    for label, items in PLAN.items():
+        await state.add_page(
+            label,
+            [candidate(label, pid) for pid, _ in items],
+            cursor="c",
+            exhausted=label == "sports car",
+            total=len(items),
+        )
+        (out / label).mkdir(parents=True, exist_ok=True)
+        for pid, status in items:
+            if status == Status.PENDING:
+                continue
+            if status != Status.OK:
+                state.record(Outcome(label, pid, status, f"because {status}"))
+                continue
+            seed += 1
+            data = jpeg(seed)
+            relpath = image_relpath(label, pid)
+            (out / relpath).write_bytes(data)
+            with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
+            state.record(
+                Outcome(
+                    label,
+                    pid,
+                    Status.OK,
+                    sha256=hashlib.sha256(data).hexdigest(),
+                    phash=f"{seed:016x}",
+                    path=relpath,
+                    stored_width=width,
+                    stored_height=height,
+                )
+            )
+    await state.flush()
+    return state
+
+
+def make_config(out: Path, subset: SubsetSpec | None = None) -> Config:
+    return Config(
+        classes=CLASSES,
+        split=SplitSpec(seed=5, type="absolute", test_size=1),
+        output_dir=out,
+        subset=subset,
+    )
+
+
+STATS = RunStats(wall_time_s=4.0, api_calls=7, images_fetched=10)
+DATASET = {
+    "cat/101.jpg",
+    "cat/103.jpg",
+    "cat/105.jpg",
+    "dog/201.jpg",
+    "dog/202.jpg",
+    "sports car/301.jpg",
+}
+
+
+def tree(root: Path, *, skip: Path | None = None) -> dict[str, bytes]:
+    found = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and (skip is None or not p.is_relative_to(skip)):
+            found[p.relative_to(root).as_posix()] = p.read_bytes()
+    return found
+
+
+@pytest.fixture
+async def assembled(tmp_path: Path) -> tuple[Path, AssemblyReport, list[CandidateRow]]:
+    out = tmp_path / "out"
+    sibling = tmp_path / "elsewhere"
+    sibling.mkdir()
+    (sibling / "keep.txt").write_text("untouched")
+    before = tree(tmp_path, skip=out)
+    state = await build_state(out)
+    try:
+        report = await assemble_outputs(
+            state, make_config(out, SubsetSpec(percentage=50, seed=1)), out, STATS
+        )
+        rows = await state.rows()
+    finally:
+        await state.close()
+    assert tree(tmp_path, skip=out) == before, "nothing may be written outside the output folder"
+    assert not [p for p in out.rglob("*") if p.name.startswith(TEMP_MARKER)]
+    return out, report, rows
+
+
+async def test_split_files(assembled):
+    out, report, _ = assembled
+    split = json.loads((out / "train_test_split.json").read_text())
+    assert set(split) == {"train", "test"}
+    assert set(split["train"]) | set(split["test"]) == DATASET
+    assert split["train"] == sorted(split["train"]) and split["test"] == sorted(split["test"])
+    assert {c.label: (c.train, c.test) for c in report.classes} == {
+        "cat": (2, 1),
+        "dog": (1, 1),
+        "sports car": (1, 0),
+    }
+    subset = json.loads((out / "train_test_split_subset.json").read_text())
+    assert set(subset["train"]) <= set(split["train"])
+    assert set(subset["test"]) <= set(split["test"])
+    assert len(subset["train"]) == 3 and len(subset["test"]) == 2  # 1 of 2, 1 of 1, 1 of 1
+
+
+async def test_urls_data_lists_the_dataset_in_search_order(assembled):
+    out, _, rows = assembled
+    urls = json.loads((out / "urls_data.json").read_text())
+    assert list(urls) == ["cat", "dog", "sports car"]
+    url_of = {(r.label, r.photo_id): r.url for r in rows}
+    assert urls["cat"] == [url_of["cat", pid] for pid in ("101", "103", "105")]
+    assert urls["sports car"] == [url_of["sports car", "301"]]
+
+
+async def test_metadata_has_one_attributed_line_per_image(assembled):
+    from asyncds.flickr import LICENSES
+
+    out, _, rows = assembled
+    lines = (out / "metadata.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["file_name"] for r in records] == sorted(DATASET)
+    split = json.loads((out / "train_test_split.json").read_text())
+    by_key = {(r.label, r.photo_id): r for r in rows}
+    for record in records:
+        assert list(record) == METADATA_FIELDS
+        row = by_key[record["label"], record["photo_id"]]
+        assert record["file_name"] == f"{row.label}/{row.photo_id}.jpg"
+        assert record["split"] == ("test" if record["file_name"] in split["test"] else "train")
+        assert (record["owner"], record["ownername"], record["title"]) == (
+            row.owner,
+            row.ownername,
+            row.title,
+        )
+        assert record["license"] == row.license
+        assert record["license_name"] == LICENSES[row.license]
+        assert record["photo_page"] == f"https://www.flickr.com/photos/{row.owner}/{row.photo_id}"
+        assert record["url"] == row.url
+        data = (out / record["file_name"]).read_bytes()
+        assert record["sha256"] == hashlib.sha256(data).hexdigest()
+        with Image.open(io.BytesIO(data)) as im:
+            assert (record["width"], record["height"]) == im.size
+
+
+async def test_summary_numbers_match_the_state(assembled):
+    out, report, rows = assembled
+    summary = json.loads((out / "summary.json").read_text())
+    cat = summary["classes"]["cat"]
+    assert cat["requested"] == 3
+    assert cat["candidates"] == sum(r.label == "cat" for r in rows) == 7
+    assert (cat["good"], cat["train"], cat["test"]) == (3, 2, 1)
+    assert (cat["pending"], cat["surplus"], cat["missing_files"]) == (1, 1, 0)
+    assert list(cat["dropped"]) == list(DROP_REASONS)  # every reason, zeros included
+    assert {k: v for k, v in cat["dropped"].items() if v} == {"unavailable": 1, "duplicate": 1}
+    car = summary["classes"]["sports car"]
+    assert car["short"] and car["search_exhausted"] and car["good"] == 1
+    assert car["warning"] == (
+        "sports car: 1 of 4 — Flickr had no more candidates for tags [sports car, car]"
+    )
+    assert summary["classes"]["dog"]["warning"] is None
+    totals = summary["totals"]
+    assert (totals["requested"], totals["good"], totals["candidates"]) == (9, 6, 11)
+    assert totals["dropped"]["too_small"] == 1 and totals["dropped_total"] == 3
+    assert summary["run"] == {
+        "wall_time_s": 4.0,
+        "images_fetched": 10,
+        "images_per_s": 2.5,
+        "api_calls": 7,
+    }
+    assert summary["split"]["train"] == 4 and summary["split"]["test"] == 2
+    assert summary["subset"]["file"] == "train_test_split_subset.json"
+    assert car["warning"] in summary["warnings"]
+    assert list(summary["warnings"]) == list(report.warnings)
+    assert report.counts == {"cat": 3, "dog": 2, "sports car": 1}
+
+
+async def test_summary_text_is_readable(assembled):
+    out, _, _ = assembled
+    text = (out / "summary.txt").read_text(encoding="utf-8")
+    assert "sports car: 1 of 4 — Flickr had no more candidates for tags [sports car, car]" in text
+    assert "cat: unavailable 1, duplicate 1" in text
+    assert "too_large" not in text  # zero counts are left out of the text
+    assert "2.5 images/s" in text and "7 API calls" in text
+    table = text.splitlines()[2:7]
+    assert table[0].split() == [
+        "class", "requested", "candidates", "good", "train", "test", "dropped", "pending"
+    ]  # fmt: skip
+    assert table[1].split() == ["cat", "3", "7", "3", "2", "1", "2", "1"]
+    assert table[3].split() == ["sports", "car", "4", "2", "1", "1", "0", "1", "0"]
+    assert table[4].split()[0] == "total"
+    assert len({len(line) for line in table}) == 1, "columns are aligned"
+
+
+async def test_archive_holds_exactly_the_dataset(assembled, tmp_path: Path):
+    out, report, _ = assembled
+    archive = out / "dataset.tgz"
+    assert archive in report.paths
+    target = tmp_path / "extracted"
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+        names = [m.name for m in members]
+        assert names == sorted(names)
+        for m in members:
+            assert not PurePosixPath(m.name).is_absolute() and ".." not in m.name.split("/")
+            assert (m.uid, m.gid, m.uname, m.gname) == (0, 0, "", "")
+            assert m.isfile() or m.isdir()
+        tar.extractall(target, filter="data")
+    expected = DATASET | ARTIFACTS | {"train_test_split_subset.json"}
+    extracted = tree(target)
+    assert set(extracted) == expected
+    for name, data in extracted.items():
+        assert data == (out / name).read_bytes(), name
+    assert "cat/106.jpg" not in extracted and (out / "cat" / "106.jpg").exists()  # surplus
+
+
+async def test_assembly_is_deterministic_and_drops_a_stale_subset(tmp_path: Path, assembled):
+    out, _, rows = assembled
+    first = {n: (out / n).read_bytes() for n in ("train_test_split.json", "metadata.jsonl")}
+    shuffled = rows[:]
+    random.Random(1).shuffle(shuffled)
+    report = write_outputs(shuffled, make_config(out), out, STATS, exhausted={"sports car": True})
+    for name, data in first.items():
+        assert (out / name).read_bytes() == data
+    assert not (out / "train_test_split_subset.json").exists()
+    assert out / "train_test_split_subset.json" not in report.paths
+    with tarfile.open(out / "dataset.tgz") as tar:
+        assert "train_test_split_subset.json" not in tar.getnames()
+
+
+async def test_a_missing_image_is_left_out_and_a_surplus_one_takes_its_place(tmp_path: Path):
+    out = tmp_path / "out"
+    state = await build_state(out)
+    try:
+        (out / "cat" / "103.jpg").unlink()
+        report = await assemble_outputs(state, make_config(out), out, STATS)
+    finally:
+        await state.close()
+    split = json.loads((out / "train_test_split.json").read_text())
+    cats = sorted(p for p in split["train"] + split["test"] if p.startswith("cat/"))
+    assert cats == ["cat/101.jpg", "cat/105.jpg", "cat/106.jpg"]
+    assert any("missing" in w for w in report.warnings)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["classes"]["cat"]["missing_files"] == 1
+    assert summary["classes"]["cat"]["surplus"] == 0
+
+
+async def test_the_output_loads_with_hugging_face_datasets(assembled, tmp_path: Path):
+    datasets = pytest.importorskip("datasets")
+    datasets.disable_progress_bars()
+    out, _, _ = assembled
+    split = json.loads((out / "train_test_split.json").read_text())
+    # The split file drives the splits: a bare data_dir=out would read "train_test_split.json"
+    # as the name of a train and a test split file (see docs/outputs.md).
+    loaded = datasets.load_dataset(
+        "imagefolder", data_dir=str(out), data_files=split, cache_dir=str(tmp_path / "hf")
+    )
+    assert set(loaded) == {"train", "test"}
+    names = [spec.name for spec in CLASSES]
+    for name in ("train", "test"):
+        part = loaded[name]
+        label = part.features["label"]
+        assert label.names == sorted(names)
+        assert len(part) == len(split[name])
+        files = part.cast_column("image", datasets.Image(decode=False))
+        for example in files:
+            folder = Path(example["image"]["path"]).parent.name
+            assert label.int2str(example["label"]) == folder
+    metadata = datasets.load_dataset(
+        "json", data_files=str(out / "metadata.jsonl"), cache_dir=str(tmp_path / "hf")
+    )["train"]
+    assert sorted(metadata["file_name"]) == sorted(DATASET)

@@ -1,0 +1,200 @@
+"""End to end through the CLI, as a user runs it, against the in-process Flickr emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+from asyncds.emulator import EmulatorSettings, FaultProfile, running_emulator
+from tests.e2e import (
+    assert_clean_class_folder,
+    images,
+    run_cli,
+    start_cli,
+    state_rows,
+    write_config,
+)
+
+pytestmark = pytest.mark.slow
+
+
+async def wait_for_images(out_dir: Path, labels: list[str], at_least: int, timeout: float = 60):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if sum(len(images(out_dir, label)) for label in labels) >= at_least:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"fewer than {at_least} images appeared in {timeout}s")
+
+
+async def test_search_only_past_the_cap_with_transient_api_faults(tmp_path: Path):
+    """9,000 distinct ids of a 9,000-photo tag, 5 % of API calls failing, rate respected.
+
+    per_page 100 makes ~100 calls, so the 5 % faults fire (all of them clear on retry).
+    """
+    faults = FaultProfile.from_mapping({"api_fail_105": 0.03, "api_http_503": 0.02})
+    settings = EmulatorSettings(seed=7, tag_sizes={"cat": 9000}, faults=faults)
+    config = write_config(
+        tmp_path / "c.yaml", {"cat": 9000}, flickr={"calls_per_hour": 36000, "per_page": 100}
+    )
+    out = tmp_path / "out"
+    async with running_emulator(settings) as emu:
+        result = await run_cli(
+            str(config), "--search-only", "--output-dir", str(out), api_url=emu.api_url
+        )
+        assert result.code == 0, result.stderr
+        urls = json.loads((out / "urls_data.json").read_text())
+        assert list(urls) == ["cat"]
+        ids = {url.rsplit("/", 1)[1].split("_")[0] for url in urls["cat"]}
+        assert len(urls["cat"]) == 9000 and len(ids) == 9000
+        assert sum(emu.stats.faults.values()) > 0  # the faults really fired
+        # 36,000 calls/hour = 600 a minute; the limiter's burst is 10, so no second sees
+        # more than burst + rate calls, and no minute more than 600.
+        assert emu.stats.max_calls_in_window(60) <= 600
+        assert emu.stats.max_calls_in_window(1.0) <= 10 + 10
+
+
+async def test_download_with_every_fault_reaches_each_count(tmp_path: Path):
+    settings = EmulatorSettings(seed=3, faults=FaultProfile.all_on())
+    classes = {"cat": 60, "dog": 50, "frog": 40}
+    config = write_config(tmp_path / "c.yaml", classes)
+    out = tmp_path / "out"
+    async with running_emulator(settings) as emu:
+        result = await run_cli(str(config), "--output-dir", str(out), "-q", api_url=emu.api_url)
+    assert result.code == 0, result.stderr
+    for label, count in classes.items():
+        assert_clean_class_folder(out, label, count)
+    rows = state_rows(out)
+    dropped = [r for r in rows if r["status"] not in ("ok", "pending")]
+    assert dropped, "all_on() must make some candidates fail"
+    assert all(r["reason"] for r in dropped), "every drop is recorded with its reason"
+    statuses = {r["status"] for r in dropped}
+    assert {"unavailable", "http_error"} & statuses
+    stored = {r["photo_id"] for r in rows if r["status"] == "ok"}
+    for r in rows:
+        on_disk = (out / r["label"] / f"{r['photo_id']}.jpg").exists()
+        assert on_disk == (r["status"] == "ok" and r["photo_id"] in stored), dict(r)
+
+
+async def test_killed_run_resumes_to_the_same_dataset(tmp_path: Path):
+    settings = EmulatorSettings(seed=11, faults=FaultProfile.all_on())
+    classes = {"cat": 120, "boat": 80}
+    config = write_config(tmp_path / "c.yaml", classes, download={"concurrency": 4})
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    async with running_emulator(settings) as emu:
+        result = await run_cli(
+            str(config), "--output-dir", str(straight), "-q", api_url=emu.api_url
+        )
+        assert result.code == 0, result.stderr
+
+        proc = await start_cli(
+            str(config), "--output-dir", str(resumed), "-q", api_url=emu.api_url, log=tmp_path / "k"
+        )
+        await wait_for_images(resumed, list(classes), at_least=40)
+        helpers = _descendants(proc.pid)
+        assert helpers, "the run has its process pool"
+        proc.send_signal(signal.SIGKILL)
+        await asyncio.wait_for(proc.wait(), 30)
+        await asyncio.sleep(1)  # the forkserver notices, then its workers die with it
+        assert not _alive(helpers), "a killed run must not leave processes behind"
+        partial = {label: images(resumed, label) for label in classes}
+        assert sum(map(len, partial.values())) < sum(classes.values())
+
+        result = await run_cli(str(config), "--output-dir", str(resumed), "-q", api_url=emu.api_url)
+        assert result.code == 0, result.stderr
+        for label in classes:
+            final = images(resumed, label)
+            assert final == images(straight, label)
+            # nothing finished before the kill was fetched or rewritten
+            assert all(final[name] == data for name, data in partial[label].items())
+        assert not [p for p in resumed.rglob(".part-*")]
+
+        # A rerun on a finished folder asks for no image and changes no file.
+        requests_before = emu.stats.total_image_requests
+        snapshot = _snapshot(resumed)
+        result = await run_cli(str(config), "--output-dir", str(resumed), "-q", api_url=emu.api_url)
+        assert result.code == 0, result.stderr
+        assert emu.stats.total_image_requests == requests_before
+        assert _snapshot(resumed) == snapshot
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (pool workers, the forkserver)."""
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            status = (proc / "status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("PPid:"):
+                children.setdefault(int(line.split()[1]), []).append(int(proc.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        if "State:\tZ" not in state:
+            alive.add(pid)
+    return alive
+
+
+def _snapshot(out: Path) -> dict[str, tuple[int, bytes]]:
+    skip = {"asyncds.log", ".asyncds.lock"}  # the log grows; the lock holds the pid
+    return {
+        str(p.relative_to(out)): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name not in skip and not p.name.startswith("asyncds-state")
+    }
+
+
+async def test_sigint_stops_cleanly_and_the_rerun_finishes(tmp_path: Path):
+    settings = EmulatorSettings(seed=5, faults=FaultProfile.from_mapping({"image_latency_s": 0.05}))
+    config = write_config(tmp_path / "c.yaml", {"cat": 150}, download={"concurrency": 4})
+    out = tmp_path / "out"
+    async with running_emulator(settings) as emu:
+        log = tmp_path / "run.log"
+        proc = await start_cli(str(config), "--output-dir", str(out), api_url=emu.api_url, log=log)
+        await wait_for_images(out, ["cat"], at_least=10)
+        helpers = _descendants(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 30) == 130
+        assert "run the same command again to resume" in log.read_text()
+        await asyncio.sleep(1)
+        assert not _alive(helpers)
+        assert not list(out.rglob(".part-*"))
+        result = await run_cli(str(config), "--output-dir", str(out), "-q", api_url=emu.api_url)
+        assert result.code == 0, result.stderr
+        assert_clean_class_folder(out, "cat", 150)
+
+
+async def test_a_second_run_on_the_same_folder_is_refused(tmp_path: Path):
+    settings = EmulatorSettings(seed=5, faults=FaultProfile.from_mapping({"image_latency_s": 0.05}))
+    config = write_config(tmp_path / "c.yaml", {"cat": 200}, download={"concurrency": 2})
+    out = tmp_path / "out"
+    async with running_emulator(settings) as emu:
+        first = await start_cli(
+            str(config), "--output-dir", str(out), "-q", api_url=emu.api_url, log=tmp_path / "1"
+        )
+        await wait_for_images(out, ["cat"], at_least=2)
+        second = await run_cli(str(config), "--output-dir", str(out), "-q", api_url=emu.api_url)
+        assert second.code == 1
+        assert "another asyncds run" in second.stderr and "--output-dir" in second.stderr
+        first.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(first.wait(), 30) == 130
