@@ -212,20 +212,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _runner() as runner:
             return runner.run(guarded(args, config, out_dir))
-    except FlickrAuthError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE if not os.environ.get("API_KEY") and not args.emulator else EXIT_FAILED
-    except (FlickrError, OutputLocked) as exc:
-        print(f"error: {redact(str(exc))}", file=sys.stderr)
-        return EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as exc:  # one clear line for the user; the traceback goes to the log file
-        log.debug("unexpected failure", exc_info=True)
+    except Exception as raised:
+        exc = _first_leaf(raised)  # task groups wrap a producer's error in an ExceptionGroup
+        if isinstance(exc, FlickrAuthError):
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED if os.environ.get("API_KEY") or args.emulator else EXIT_USAGE
+        if isinstance(exc, FlickrError | OutputLocked):
+            print(f"error: {redact(str(exc))}", file=sys.stderr)
+            return EXIT_FAILED
+        # One clear line for the user; the traceback goes to the log file.
+        log.debug("unexpected failure", exc_info=raised)
         print(f"error: {type(exc).__name__}: {redact(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
 
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 if __name__ == "__main__":
     sys.exit(main())

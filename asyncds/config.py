@@ -815,6 +815,6 @@ def _parse_dedup(check: _Checker, value: object) -> DedupSettings:
     return DedupSettings(
         cross_class=cast(Literal["drop", "keep-first"], cross_class),
         phash_distance=check.integer(
-            section.get("phash_distance", defaults.phash_distance), "dedup.phash_distance", 0, 32
+            section.get("phash_distance", defaults.phash_distance), "dedup.phash_distance", 0, 8
         ),
     )

@@ -194,6 +194,9 @@ async def _run(
     started: float,
     on_progress: Callable[[dict[str, ClassProgress]], None] | None,
 ) -> JobResult:
+    if await state.meta("assembled") != _fingerprint(config):
+        # New or changed dedup/split settings: re-judge what is stored before filling up.
+        await apply_dedup(state, config, out_dir)
     progress = await initial_progress(config, state)
     images_before = sum(p.good for p in progress.values())
     pool = process_pool()

@@ -50,14 +50,14 @@ class ProgressDisplay:
         self,
         progress: Mapping[str, ClassProgress],
         *,
-        stream: TextIO = sys.stderr,
+        stream: TextIO | None = None,
         quiet: bool = False,
         interval_s: float = 15.0,
     ) -> None:
         self.progress = progress
-        self.stream = stream
+        self.stream = stream or sys.stderr  # looked up now: tests and tools swap sys.stderr
         self.quiet = quiet
-        self.tty = stream.isatty() and not quiet
+        self.tty = self.stream.isatty() and not quiet
         self.interval_s = 0.5 if self.tty else interval_s
         self._drawn = 0
         self._task: asyncio.Task[None] | None = None

@@ -1,0 +1,97 @@
+"""The command line's contract: help, exit codes and one-line errors (fast, in-process)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from asyncds.__main__ import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
+from asyncds.emulator import EmulatorSettings, EmulatorThread
+from tests.e2e import write_config
+
+
+@pytest.fixture
+def emulator():
+    with EmulatorThread(EmulatorSettings(seed=1, tag_sizes={"cat": 300})) as emu:
+        yield emu
+
+
+def test_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--emulator", "--output-dir", "--fresh", "--search-only", "--quiet", "API_KEY"):
+        assert option in out
+
+
+def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("classes:\n  - name: cat\n    count: -5\n")
+    assert main([str(config)]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "classes[0].count" in err
+
+
+def test_missing_config_file(tmp_path: Path, capsys):
+    assert main([str(tmp_path / "nope.yaml")]) == EXIT_USAGE
+    assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_usage_error_exits_2(tmp_path: Path):
+    config = write_config(tmp_path / "c.yaml", {"cat": 10})
+    with pytest.raises(SystemExit) as exit_:
+        main([str(config), "--emulator-faults", "all"])
+    assert exit_.value.code == EXIT_USAGE
+
+
+def test_no_api_key_says_how_to_set_it(tmp_path: Path, capsys, monkeypatch):
+    monkeypatch.delenv("API_KEY", raising=False)
+    config = write_config(tmp_path / "c.yaml", {"cat": 10}, output_dir=str(tmp_path / "o"))
+    assert main([str(config), "-q"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "export API_KEY" in err and "--emulator" in err
+
+
+def test_invalid_key_fails_with_one_line_and_never_shows_the_key(
+    tmp_path: Path, capsys, monkeypatch, emulator
+):
+    secret = "0123456789abcdef0123456789abcdef"
+    monkeypatch.setenv("API_KEY", secret)
+    monkeypatch.setenv("FLICKR_API_URL", emulator.api_url)
+    out = tmp_path / "o"
+    config = write_config(tmp_path / "c.yaml", {"cat": 10})
+    assert main([str(config), "--output-dir", str(out), "-q"]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "Invalid API Key" in err and "API_KEY" in err
+    assert secret not in err
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def test_search_only_writes_urls(tmp_path: Path, monkeypatch, emulator):
+    monkeypatch.setenv("API_KEY", "emulator-key")
+    monkeypatch.setenv("FLICKR_API_URL", emulator.api_url)
+    config = write_config(tmp_path / "c.yaml", {"cat": 120})
+    out = tmp_path / "o"
+    assert main([str(config), "--search-only", "--output-dir", str(out), "-q"]) == EXIT_OK
+    urls = json.loads((out / "urls_data.json").read_text())
+    assert len(set(urls["cat"])) == 120
+    assert all(u.startswith(emulator.base_url) and u.endswith("_m.jpg") for u in urls["cat"])
+
+
+def test_emulator_flag_runs_end_to_end_and_fresh_starts_over(tmp_path: Path, capsys):
+    out = tmp_path / "o"
+    config = write_config(tmp_path / "c.yaml", {"cat": 30, "dog": 20})
+    assert main([str(config), "--emulator", "--output-dir", str(out), "-q"]) == EXIT_OK
+    for name in ("train_test_split.json", "dataset.tgz", "urls_data.json", "summary.txt"):
+        assert (out / name).is_file()
+    (out / "unrelated.txt").write_text("mine")
+    assert main([str(config), "--emulator", "--output-dir", str(out), "-q", "--fresh"]) == EXIT_OK
+    err = capsys.readouterr().err
+    assert "--fresh: deleting" in err and str(out / "cat") in err
+    assert (out / "unrelated.txt").read_text() == "mine"  # only what asyncds wrote is deleted
+    assert len(list((out / "cat").glob("*.jpg"))) == 30
