@@ -46,7 +46,8 @@ WINDOWS_RESERVED_NAMES = frozenset(
     + [f"com{i}" for i in range(1, 10)]
     + [f"lpt{i}" for i in range(1, 10)]
 )
-# Files asyncds writes beside the class folders; a class folder of the same name would clash.
+# Files asyncds writes beside the class folders (a class of the same name would clash;
+# --fresh deletes exactly these and the class folders).
 OUTPUT_FILE_NAMES = frozenset(
     {
         "train_test_split.json",

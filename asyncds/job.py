@@ -26,7 +26,7 @@ from pathlib import Path
 import aiohttp
 
 from asyncds.assemble import RunStats, apply_dedup, assemble_outputs
-from asyncds.config import Config
+from asyncds.config import OUTPUT_FILE_NAMES, Config
 from asyncds.flickr import FlickrClient, collect_candidates
 from asyncds.pipeline import ClassProgress, Pipeline, initial_progress
 from asyncds.progress import ProgressDisplay
@@ -34,17 +34,6 @@ from asyncds.state import STATE_FILE, OutputLock, StateStore, remove_temp_files,
 
 log = logging.getLogger(__name__)
 
-# Artifacts a run writes at the top of the output folder (--fresh deletes exactly these).
-ARTIFACTS = (
-    "train_test_split.json",
-    "train_test_split_subset.json",
-    "dataset.tgz",
-    "urls_data.json",
-    "metadata.jsonl",
-    "summary.txt",
-    "summary.json",
-    "asyncds.log",
-)
 # Dedup drops replaced by more downloads: a few rounds settle it; more means a pathological search.
 MAX_ROUNDS = 5
 
@@ -101,7 +90,7 @@ def process_pool() -> ProcessPoolExecutor:
 
 def fresh_targets(config: Config, out_dir: Path) -> list[Path]:
     """What ``--fresh`` deletes: the state, the artifacts and the configured class folders."""
-    names = [STATE_FILE, f"{STATE_FILE}-wal", f"{STATE_FILE}-shm", *ARTIFACTS]
+    names = [*sorted(OUTPUT_FILE_NAMES), f"{STATE_FILE}-wal", f"{STATE_FILE}-shm"]
     names += [spec.name for spec in config.classes]
     return [out_dir / name for name in names if (out_dir / name).exists()]
 

@@ -13,8 +13,6 @@ import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
-from typing import Any
 
 import aiohttp
 import pytest
@@ -26,20 +24,13 @@ from PIL import Image
 from asyncds import fetch
 from asyncds.fetch import FetchResult, FetchStatus, fetch_image, sniff_image_type
 from asyncds.retry import RetryPolicy
+from tests.aiomock import MockResponse
 
 FAST = RetryPolicy(retries=5, backoff_s=0.001, max_backoff_s=0.01)
 MAX_BYTES = 256 * 1024
 TIMEOUT_S = 2.0
 STALL_TIMEOUT_S = 0.15
 PLACEHOLDER_PATH = "/pw/images/en-us/photo_unavailable.png"
-
-
-class MockResponse(aiohttp.ClientResponse):
-    """aioresponses 0.7.9 predates aiohttp 3.14's required ``stream_writer`` argument."""
-
-    def __init__(self, method: str, url: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
-        super().__init__(method, url, **kwargs)
 
 
 def _encode(color: tuple[int, int, int], fmt: str) -> bytes:

@@ -16,14 +16,11 @@ import time
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import StreamReader
-from aiohttp.client_proto import ResponseHandler
-from aioresponses import CallbackResult, aioresponses
+from aioresponses import CallbackResult
 from aioresponses import core as aioresponses_core
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
@@ -49,6 +46,7 @@ from asyncds.flickr import (
     redact,
 )
 from asyncds.retry import RetryPolicy
+from tests.aiomock import Mocked, MockResponse, roomy_stream_reader
 
 API = "https://api.flickr.test/services/rest/"
 API_RE = re.compile(r"^https://api\.flickr\.test/services/rest/.*$")
@@ -68,28 +66,6 @@ def fail(code: int | str, message: str = "Sorry") -> dict[str, Any]:
 async def session():
     async with aiohttp.ClientSession() as s:
         yield s
-
-
-class MockResponse(aiohttp.ClientResponse):
-    """aioresponses 0.7.9 predates aiohttp 3.14's required ``stream_writer`` argument."""
-
-    def __init__(self, method: str, url: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
-        super().__init__(method, url, **kwargs)
-
-
-class Mocked(aioresponses):
-    """aioresponses building its responses with :class:`MockResponse`."""
-
-    def add(self, url: Any, method: str = "GET", **kwargs: Any) -> None:
-        kwargs.setdefault("response_class", MockResponse)
-        super().add(url, method, **kwargs)
-
-
-def roomy_stream_reader(loop: Any = None) -> StreamReader:
-    """aioresponses' 64 KiB reader: a 500-photo page overflows it and, under aiohttp 3.14, pausing
-    its parser-less protocol fails an assertion. A reader this large never pauses."""
-    return StreamReader(ResponseHandler(loop=loop), limit=2**24, loop=loop)
 
 
 @pytest.fixture
