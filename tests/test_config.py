@@ -843,15 +843,15 @@ ERROR_CASES = [
         id="cross-class-typo",
     ),
     pytest.param(
-        extra("dedup: {phash_distance: 33}"),
+        extra("dedup: {phash_distance: 9}"),
         "dedup.phash_distance",
-        "between 0 and 32",
+        "between 0 and 8",
         id="phash-high",
     ),
     pytest.param(
         extra("dedup: {phash_distance: -1}"),
         "dedup.phash_distance",
-        "between 0 and 32",
+        "between 0 and 8",
         id="phash-negative",
     ),
 ]
