@@ -125,7 +125,6 @@ async def endpoint(config: Config, args: argparse.Namespace) -> AsyncIterator[tu
         faults = FaultProfile.none()
     settings = EmulatorSettings(seed=args.emulator_seed, faults=faults)
     async with running_emulator(settings) as emu:
-        log.info("Flickr emulator running at %s", emu.api_url)
         flickr = dataclasses.replace(config.flickr, api_url=emu.api_url)
         yield dataclasses.replace(config, flickr=flickr), EMULATOR_API_KEY
 
@@ -233,6 +232,7 @@ def _first_leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
+
 
 if __name__ == "__main__":
     sys.exit(main())

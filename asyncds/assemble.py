@@ -17,11 +17,10 @@ import contextlib
 import json
 import logging
 import math
-import os
 import random
 import tarfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path, PurePosixPath
@@ -35,6 +34,7 @@ from asyncds.state import (
     CandidateRow,
     StateStore,
     Status,
+    atomic_target,
     image_relpath,
     write_atomic,
 )
@@ -336,29 +336,12 @@ async def apply_dedup(state: StateStore, config: Config, out_dir: Path) -> dict[
 # -- writing --------------------------------------------------------------------------------
 
 
-def _temp_path(path: Path) -> Path:
-    return path.with_name(f"{TEMP_MARKER}{os.getpid()}-{path.name}")
-
-
-@contextlib.contextmanager
-def _atomic_target(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path``."""
-    tmp = _temp_path(path)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _write_json(path: Path, value: Any) -> None:
     write_atomic(path, (json.dumps(value, indent=1, ensure_ascii=False) + "\n").encode())
 
 
 def _write_metadata(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    with _atomic_target(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
+    with atomic_target(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
         for record in records:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
@@ -381,7 +364,7 @@ def write_archive(path: Path, out_dir: Path, members: Iterable[str]) -> None:
     folders = sorted({str(PurePosixPath(n).parent) for n in names} - {"."})
     entries = sorted([(n, False) for n in names] + [(d, True) for d in folders])
     with (
-        _atomic_target(path) as tmp,
+        atomic_target(path) as tmp,
         open(tmp, "wb") as raw,
         # The name only goes into the gzip header: the final one, not the temporary one.
         tarfile.open(path.name, "w:gz", fileobj=raw, compresslevel=6) as tar,

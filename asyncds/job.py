@@ -17,7 +17,7 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,7 +28,7 @@ import aiohttp
 from asyncds.assemble import RunStats, apply_dedup, assemble_outputs
 from asyncds.config import OUTPUT_FILE_NAMES, Config
 from asyncds.flickr import FlickrClient, collect_candidates
-from asyncds.pipeline import ClassProgress, Pipeline, initial_progress
+from asyncds.pipeline import Pipeline, initial_progress
 from asyncds.progress import ProgressDisplay
 from asyncds.state import STATE_FILE, OutputLock, StateStore, remove_temp_files, write_atomic
 
@@ -148,7 +148,6 @@ async def create_dataset(
     api_key: str,
     out_dir: Path,
     quiet: bool = False,
-    on_progress: Callable[[dict[str, ClassProgress]], None] | None = None,
 ) -> JobResult:
     """Search, download, dedup and assemble; resumes from the state in ``out_dir``."""
     started = time.monotonic()
@@ -167,7 +166,6 @@ async def create_dataset(
                 out_dir=out_dir,
                 quiet=quiet,
                 started=started,
-                on_progress=on_progress,
             )
         finally:
             await asyncio.shield(state.close())
@@ -181,7 +179,6 @@ async def _run(
     out_dir: Path,
     quiet: bool,
     started: float,
-    on_progress: Callable[[dict[str, ClassProgress]], None] | None,
 ) -> JobResult:
     if await state.meta("assembled") != _fingerprint(config):
         # New or changed dedup/split settings: re-judge what is stored before filling up.
@@ -209,7 +206,6 @@ async def _run(
                         session=session,
                         pool=pool,
                         progress=progress,
-                        on_change=(lambda: on_progress(progress)) if on_progress else None,
                     ).run()
                     good_after_dedup = await apply_dedup(state, config, out_dir)
                     for label, good in good_after_dedup.items():

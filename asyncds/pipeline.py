@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from concurrent.futures import Executor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -97,7 +96,6 @@ class Pipeline:
         session: aiohttp.ClientSession,
         pool: Executor,
         progress: dict[str, ClassProgress],
-        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.out_dir = out_dir
@@ -106,7 +104,6 @@ class Pipeline:
         self.session = session
         self.pool = pool
         self.progress = progress
-        self._on_change = on_change or (lambda: None)
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=config.download.queue_size)
         self._options = ImageOptions(
             max_side=config.image.max_side,
@@ -190,7 +187,6 @@ class Pipeline:
                 if self.state.record(outcome):
                     self._flush_soon()
                 await job.progress.settle(outcome.status == Status.OK)
-                self._on_change()
             finally:
                 self._queue.task_done()
 

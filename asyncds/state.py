@@ -438,21 +438,28 @@ def image_relpath(label: str, photo_id: str) -> str:
     return f"{label}/{photo_id}.jpg"
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` so that ``path`` never exists half-written (blocking: run in a thread).
+@contextlib.contextmanager
+def atomic_target(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` (blocking).
 
-    No fsync: the guarantee needed is against a killed process, which os.replace gives; a
-    power cut may lose the last images, and resume then fetches them again.
+    ``path`` never exists half-written. No fsync: the guarantee needed is against a killed
+    process, which os.replace gives; a power cut may lose the last images, and resume then
+    fetches them again.
     """
     tmp = path.with_name(f"{TEMP_MARKER}{os.getpid()}-{path.name}")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through :func:`atomic_target` (blocking: run in a thread)."""
+    with atomic_target(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def remove_temp_files(folders: Iterable[Path]) -> int:

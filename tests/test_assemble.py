@@ -30,6 +30,7 @@ from asyncds.assemble import (
 from asyncds.config import ClassSpec, Config, SplitSpec, SubsetSpec
 from asyncds.flickr import Candidate
 from asyncds.state import TEMP_MARKER, CandidateRow, Outcome, StateStore, Status, image_relpath
+from tests import factories
 
 ARTIFACTS = {
     "train_test_split.json",
@@ -187,17 +188,15 @@ def jpeg(seed: int) -> bytes:
 
 
 def candidate(label: str, pid: str) -> Candidate:
-    return Candidate(
-        photo_id=pid,
-        label=label,
+    return factories.candidate(
+        label,
+        pid,
         url=f"https://live.staticflickr.com/1/{pid}_secret_m.jpg",
-        width=240,
         height=160,
         owner=f"{pid}@N0{len(label)}",
         ownername=f"Owner of {pid}",
         title=f"Ünïcode title {pid}",
         license=int(pid) % 17,
-        date_upload=1_600_000_000,
     )
 
 

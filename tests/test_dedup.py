@@ -16,8 +16,8 @@ from PIL import Image
 from asyncds.assemble import apply_dedup, delete_dropped_files
 from asyncds.config import ClassSpec, Config, DedupSettings
 from asyncds.dedup import Decision, PhashIndex, apply_decisions, kept_rows, plan_dedup
-from asyncds.flickr import Candidate
 from asyncds.state import CandidateRow, Outcome, StateStore, Status, image_relpath
+from tests.factories import candidate
 
 BASE = 0x8F3C_51A2_0E77_D419
 
@@ -317,21 +317,6 @@ def jpeg(color: tuple[int, int, int]) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (24, 16), color).save(buf, "JPEG")
     return buf.getvalue()
-
-
-def candidate(label: str, pid: str) -> Candidate:
-    return Candidate(
-        photo_id=pid,
-        label=label,
-        url=f"http://127.0.0.1/{pid}_m.jpg",
-        width=24,
-        height=16,
-        owner="1@N01",
-        ownername="Jane",
-        title=f"photo {pid}",
-        license=4,
-        date_upload=1_600_000_000,
-    )
 
 
 async def store_images(

@@ -15,30 +15,28 @@ from asyncds.state import (
     remove_temp_files,
     write_atomic,
 )
+from tests.factories import candidate
 
 
-def cand(pid: str, label: str = "cat") -> Candidate:
-    return Candidate(
-        photo_id=pid,
-        label=label,
-        url=f"http://127.0.0.1/{pid}_m.jpg",
-        width=240,
-        height=180,
-        owner="1@N01",
-        ownername="Jane",
-        title=f"photo {pid}",
-        license=4,
-        date_upload=1_600_000_000,
-    )
+def cats(*ids: str) -> list[Candidate]:
+    return [candidate("cat", pid) for pid in ids]
 
 
 async def test_pages_are_numbered_in_search_order_and_deduplicated(tmp_path: Path):
     async with await StateStore.open(tmp_path / "s.sqlite") as state:
         first = await state.add_page(
-            "cat", [cand("1"), cand("2")], cursor="c1", exhausted=False, total=9
+            "cat",
+            cats("1", "2"),
+            cursor="c1",
+            exhausted=False,
+            total=9,
         )
         again = await state.add_page(
-            "cat", [cand("2"), cand("3")], cursor="c2", exhausted=True, total=9
+            "cat",
+            cats("2", "3"),
+            cursor="c2",
+            exhausted=True,
+            total=9,
         )
         assert [(r.photo_id, r.seq) for r in first] == [("1", 1), ("2", 2)]
         assert [(r.photo_id, r.seq) for r in again] == [("3", 3)]
@@ -49,7 +47,7 @@ async def test_pages_are_numbered_in_search_order_and_deduplicated(tmp_path: Pat
         assert (
             len(
                 await state.add_page(
-                    "dog", [cand("1", "dog")], cursor="d", exhausted=False, total=1
+                    "dog", [candidate("dog", "1")], cursor="d", exhausted=False, total=1
                 )
             )
             == 1
@@ -60,7 +58,11 @@ async def test_outcomes_are_buffered_then_committed_in_one_batch(tmp_path: Path)
     path = tmp_path / "s.sqlite"
     state = await StateStore.open(path, batch_size=2)
     await state.add_page(
-        "cat", [cand("1"), cand("2"), cand("3")], cursor="c", exhausted=False, total=3
+        "cat",
+        cats("1", "2", "3"),
+        cursor="c",
+        exhausted=False,
+        total=3,
     )
     assert (
         state.record(Outcome("cat", "1", Status.OK, sha256="ab", phash="00ff", path="cat/1.jpg"))
