@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import shutil
 import signal
 from pathlib import Path
 
 import pytest
 
 from asyncds.emulator import EmulatorSettings, FaultProfile, running_emulator
+from asyncds.state import STATE_FILE
 from tests.e2e import (
     assert_clean_class_folder,
     images,
@@ -20,6 +23,13 @@ from tests.e2e import (
 )
 
 pytestmark = pytest.mark.slow
+
+
+async def wait_for_path(path: Path, timeout: float = 60) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await asyncio.to_thread(path.exists):
+        assert asyncio.get_running_loop().time() < deadline, f"{path} did not appear"
+        await asyncio.sleep(0.01)
 
 
 async def wait_for_images(out_dir: Path, labels: list[str], at_least: int, timeout: float = 60):
@@ -81,6 +91,8 @@ async def test_download_with_every_fault_reaches_each_count(tmp_path: Path):
 
 
 async def test_killed_run_resumes_to_the_same_dataset(tmp_path: Path):
+    """SIGKILL at several moments (at start, in the search, mid-download, as downloads finish
+    and assembly begins), resuming each time: the end result is the uninterrupted run's."""
     settings = EmulatorSettings(seed=11, faults=FaultProfile.all_on())
     classes = {"cat": 120, "boat": 80}
     config = write_config(tmp_path / "c.yaml", classes, download={"concurrency": 4})
@@ -91,27 +103,41 @@ async def test_killed_run_resumes_to_the_same_dataset(tmp_path: Path):
         )
         assert result.code == 0, result.stderr
 
-        proc = await start_cli(
-            str(config), "--output-dir", str(resumed), "-q", api_url=emu.api_url, log=tmp_path / "k"
-        )
-        await wait_for_images(resumed, list(classes), at_least=40)
-        helpers = _descendants(proc.pid)
-        assert helpers, "the run has its process pool"
-        proc.send_signal(signal.SIGKILL)
-        await asyncio.wait_for(proc.wait(), 30)
-        await asyncio.sleep(1)  # the forkserver notices, then its workers die with it
-        assert not _alive(helpers), "a killed run must not leave processes behind"
-        partial = {label: images(resumed, label) for label in classes}
-        assert sum(map(len, partial.values())) < sum(classes.values())
+        for kill_at in (0, 60, 150, sum(classes.values())):
+            proc = await start_cli(
+                str(config),
+                "--output-dir",
+                str(resumed),
+                "-q",
+                api_url=emu.api_url,
+                log=tmp_path / f"kill-{kill_at}.log",
+            )
+            if kill_at == 0:
+                await wait_for_path(resumed / STATE_FILE)
+            else:
+                await wait_for_images(resumed, list(classes), at_least=kill_at)
+            helpers = _descendants(proc.pid)
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGKILL)
+            await asyncio.wait_for(proc.wait(), 30)
+            await asyncio.sleep(1)  # pool workers die with their parent
+            assert not _alive(helpers), "a killed run must not leave processes behind"
+            partial = {label: images(resumed, label) for label in classes}
 
-        result = await run_cli(str(config), "--output-dir", str(resumed), "-q", api_url=emu.api_url)
-        assert result.code == 0, result.stderr
-        for label in classes:
-            final = images(resumed, label)
-            assert final == images(straight, label)
-            # nothing finished before the kill was fetched or rewritten
-            assert all(final[name] == data for name, data in partial[label].items())
-        assert not [p for p in resumed.rglob(".part-*")]
+            result = await run_cli(
+                str(config), "--output-dir", str(resumed), "-q", api_url=emu.api_url
+            )
+            assert result.code == 0, result.stderr
+            for label in classes:
+                final = images(resumed, label)
+                assert final == images(straight, label), (kill_at, label)
+                # nothing finished before the kill was fetched or rewritten
+                assert all(final[name] == data for name, data in partial[label].items())
+            for artifact in ("train_test_split.json", "metadata.jsonl", "urls_data.json"):
+                assert (resumed / artifact).read_bytes() == (straight / artifact).read_bytes()
+            assert not [p for p in resumed.rglob(".part-*")]
+            if kill_at < sum(classes.values()):
+                shutil.rmtree(resumed)  # the next kill starts from scratch again
 
         # A rerun on a finished folder asks for no image and changes no file.
         requests_before = emu.stats.total_image_requests
