@@ -6,6 +6,10 @@
 - :func:`write_outputs` (blocking) writes every artifact atomically (a temporary name in the
   output folder, then ``os.replace``); :func:`assemble_outputs` runs it in a thread.
 
+Memory stays flat in the dataset's size: rows are streamed from the state (``RowStream``) in a
+few passes, never held all at once; only relative paths of the dataset's images are kept (the
+split needs them), and the big artifacts are written as they are produced.
+
 Only the images of the dataset (per class, the first ``count`` good ones in search order) are
 listed and archived; surplus images left in a class folder stay there but are not part of it.
 """
@@ -14,24 +18,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import heapq
+import itertools
 import json
 import logging
 import math
+import os
 import random
 import tarfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from asyncds.config import Config, SplitSpec, SubsetSpec
-from asyncds.dedup import apply_decisions, plan_dedup
+from asyncds.dedup import plan_dedup
 from asyncds.state import (
     DEDUP_STATUSES,
     TEMP_MARKER,
     CandidateRow,
+    RowOrder,
+    RowStream,
     StateStore,
     Status,
     atomic_target,
@@ -52,6 +62,10 @@ ARCHIVE_FILE = "dataset.tgz"
 DROP_REASONS: tuple[str, ...] = tuple(
     s.value for s in Status if s not in (Status.OK, Status.PENDING)
 )
+OK_ONLY = frozenset({Status.OK})
+
+# What write_outputs reads: the state as a stream (a job), or rows in memory (tests, tools).
+Rows = Sequence[CandidateRow] | RowStream
 
 
 class UnsafePathError(ValueError):
@@ -141,18 +155,35 @@ class Split:
 # -- pure steps -----------------------------------------------------------------------------
 
 
-def select_images(rows: Iterable[CandidateRow], config: Config) -> dict[str, list[CandidateRow]]:
-    """Per configured class (config order): its ``ok`` rows in search order, at most ``count``."""
+@dataclass(frozen=True, slots=True)
+class ClassSelection:
+    """A class's images in the dataset."""
+
+    paths: tuple[str, ...]  # relative paths, in search order
+    last_seq: int  # search rank of the last of them (0: none); later ``ok`` rows are surplus
+
+
+def select_images(rows: Iterable[CandidateRow], config: Config) -> dict[str, ClassSelection]:
+    """Per configured class (config order): its first ``count`` ``ok`` rows in search order.
+
+    Whatever the input order, it holds no more than ``count`` (rank, path) pairs per class, so
+    ``rows`` can be a stream of any length.
+    """
     limits = {spec.name: spec.count for spec in config.classes}
-    selected: dict[str, list[CandidateRow]] = {name: [] for name in limits}
-    ok = sorted(
-        (r for r in rows if r.status == Status.OK and r.label in limits),
-        key=lambda r: (r.label, r.seq),
-    )
-    for row in ok:
-        chosen = selected[row.label]
-        if len(chosen) < limits[row.label]:
-            chosen.append(row)
+    # Per class a max-heap on rank (ranks negated) of the best ``count`` rows so far.
+    best: dict[str, list[tuple[int, str]]] = {name: [] for name in limits}
+    for row in rows:
+        if row.status != Status.OK or row.label not in limits:
+            continue
+        heap = best[row.label]
+        if len(heap) < limits[row.label]:
+            heapq.heappush(heap, (-row.seq, _relpath(row)))
+        elif row.seq < -heap[0][0]:
+            heapq.heapreplace(heap, (-row.seq, _relpath(row)))
+    selected: dict[str, ClassSelection] = {}
+    for label, heap in best.items():
+        heap.sort(reverse=True)  # ascending rank
+        selected[label] = ClassSelection(tuple(p for _, p in heap), -heap[-1][0] if heap else 0)
     return selected
 
 
@@ -227,13 +258,9 @@ def subset_split(split: Split, subset: SubsetSpec) -> Split:
 
 def safe_relpath(path: str) -> str:
     """``path`` if it is a plain relative POSIX path (no root, no ``..``), else UnsafePathError."""
-    pure = PurePosixPath(path)
-    if (
-        not path
-        or "\\" in path
-        or pure.is_absolute()
-        or any(part in ("..", ".", "") for part in path.split("/"))
-    ):
+    # Plain string checks (a root shows as an empty first part): this runs for every image,
+    # and pathlib would intern every file name it parses.
+    if not path or "\\" in path or any(part in ("..", ".", "") for part in path.split("/")):
         raise UnsafePathError(f"unsafe path in the state: {path!r}")
     return path
 
@@ -303,14 +330,19 @@ async def apply_dedup(state: StateStore, config: Config, out_dir: Path) -> dict[
     file is always safe. Statuses are committed before files are deleted, and every dropped
     row's file is deleted on each call, so a run killed in between finishes the job next time.
     Returns per configured class the number of good images after dedup.
+
+    The state is streamed through the plan in search rank order, so only dedup's indexes
+    grow with the state, never a list of its rows.
     """
-    rows = await state.rows()
+    await state.flush()  # judge every outcome so far
+    judged = state.stream(statuses={Status.OK, *DEDUP_STATUSES}, order="rank")
     decisions = await asyncio.to_thread(
         plan_dedup,
-        rows,
+        judged,
         class_order=[spec.name for spec in config.classes],
         max_distance=config.dedup.phash_distance,
         cross_class=config.dedup.cross_class,
+        ranked=True,
     )
     if decisions:
         await state.set_statuses((d.label, d.photo_id, d.status, d.reason) for d in decisions)
@@ -322,15 +354,13 @@ async def apply_dedup(state: StateStore, config: Config, out_dir: Path) -> dict[
         )
         for d in decisions:
             log.debug("dedup: %s/%s %s: %s", d.label, d.photo_id, d.status, d.reason)
-    final = apply_decisions(rows, decisions)
-    deleted = await asyncio.to_thread(delete_dropped_files, out_dir, final)
+    # Read back after the commit: this round's drops and every earlier one.
+    dropped = state.stream(statuses=DEDUP_STATUSES)
+    deleted = await asyncio.to_thread(delete_dropped_files, out_dir, dropped)
     if deleted:
         log.debug("deleted %d dropped images", deleted)
-    good = {spec.name: 0 for spec in config.classes}
-    for row in final:
-        if row.status == Status.OK and row.label in good:
-            good[row.label] += 1
-    return good
+    counts = await state.counts()
+    return {spec.name: counts.get(spec.name, Counter())[Status.OK] for spec in config.classes}
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -338,6 +368,23 @@ async def apply_dedup(state: StateStore, config: Config, out_dir: Path) -> dict[
 
 def _write_json(path: Path, value: Any) -> None:
     write_atomic(path, (json.dumps(value, indent=1, ensure_ascii=False) + "\n").encode())
+
+
+def _write_json_lists(path: Path, lists: Iterable[tuple[str, Iterable[str]]]) -> None:
+    """``{key: [string, ...], ...}`` written as it is produced, byte for byte what
+    :func:`_write_json` writes for the same mapping, without building it or its text."""
+    with atomic_target(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        f.write("{")
+        keys = 0
+        for key, values in lists:
+            f.write(f"{',' if keys else ''}\n {json.dumps(key, ensure_ascii=False)}: [")
+            n = 0
+            for value in values:
+                f.write(f"{',' if n else ''}\n  {json.dumps(value, ensure_ascii=False)}")
+                n += 1
+            f.write("\n ]" if n else "]")
+            keys += 1
+        f.write("\n}\n" if keys else "}\n")
 
 
 def _write_metadata(path: Path, records: Iterable[dict[str, Any]]) -> None:
@@ -361,8 +408,9 @@ def write_archive(path: Path, out_dir: Path, members: Iterable[str]) -> None:
     directory entry before its files.
     """
     names = sorted({safe_relpath(m) for m in members})
-    folders = sorted({str(PurePosixPath(n).parent) for n in names} - {"."})
-    entries = sorted([(n, False) for n in names] + [(d, True) for d in folders])
+    folders = sorted({n.rpartition("/")[0] for n in names} - {""})
+    # Both are sorted: merging them gives sorted entries without a list of them all.
+    entries = heapq.merge(((n, False) for n in names), ((d, True) for d in folders))
     with (
         atomic_target(path) as tmp,
         open(tmp, "wb") as raw,
@@ -370,11 +418,16 @@ def write_archive(path: Path, out_dir: Path, members: Iterable[str]) -> None:
         tarfile.open(path.name, "w:gz", fileobj=raw, compresslevel=6) as tar,
     ):
         for name, is_folder in entries:
-            source = out_dir / name
+            source = os.path.join(out_dir, name)
             if is_folder:
                 tar.add(source, arcname=name, recursive=False, filter=_normalised)
             else:
                 tar.add(source, arcname=name, filter=_normalised)
+            # TarFile remembers every member added (a TarInfo, and its inode to find hard links
+            # among later files): ~7 MB per 10k images. Forget them: members are never read
+            # back, and each image is its own file (a hard link would be stored as a copy).
+            tar.members.clear()
+            tar.inodes.clear()
 
 
 def _clean_stale_temps(out_dir: Path, names: Iterable[str]) -> None:
@@ -399,8 +452,32 @@ def _short_warning(
     )
 
 
+def _read(
+    rows: Rows,
+    *,
+    label: str | None = None,
+    statuses: Collection[str] | None = None,
+    order: RowOrder = "class",
+) -> Iterable[CandidateRow]:
+    """The matching rows in ``order``: a stream reads them from the state a chunk at a time
+    (its own filters are replaced); rows in memory are filtered and sorted the same way."""
+    if isinstance(rows, RowStream):
+        wanted = None if statuses is None else frozenset(statuses)
+        return dataclasses.replace(rows, label=label, statuses=wanted, order=order)
+    chosen = [
+        r
+        for r in rows
+        if (label is None or r.label == label) and (statuses is None or r.status in statuses)
+    ]
+    if order == "path":
+        chosen.sort(key=lambda r: (_relpath(r), r.label, r.seq))
+    else:
+        chosen.sort(key=lambda r: (r.label, r.seq))
+    return chosen
+
+
 def write_outputs(
-    rows: Sequence[CandidateRow],
+    rows: Rows,
     config: Config,
     out_dir: Path,
     stats: RunStats,
@@ -409,33 +486,58 @@ def write_outputs(
 ) -> AssemblyReport:
     """Write every artifact from the state's rows (blocking; run it in a thread).
 
-    ``exhausted`` says per class whether its search ran dry (for the short-class warning).
+    ``rows`` is read in three passes, each in the order its artifact needs: all rows by class
+    and rank (counts, missing files, selection), the dataset's rows of each class by rank
+    (``urls_data.json``), and the dataset's rows by path (``metadata.jsonl``). Between passes
+    only the dataset's relative paths are held. ``exhausted`` says per class whether its search
+    ran dry (for the short-class warning).
     """
     exhausted = exhausted or {}
     artifacts = (SPLIT_FILE, SUBSET_FILE, URLS_FILE, METADATA_FILE, SUMMARY_TXT, SUMMARY_JSON)
     _clean_stale_temps(out_dir, (*artifacts, ARCHIVE_FILE))
     labels = [spec.name for spec in config.classes]
 
-    # A good row whose file has gone (deleted by hand) is left out; a surplus one takes its place.
+    # Pass 1. A good row whose file has gone (deleted by hand) is left out; a surplus one takes
+    # its place. Its (label, rank) is remembered so the later passes skip it too.
+    by_status: dict[str, Counter[str]] = {label: Counter() for label in labels}
     missing: Counter[str] = Counter()
-    present: list[CandidateRow] = []
-    for row in rows:
-        if (
-            row.status == Status.OK
-            and row.label in labels
-            and not (out_dir / _relpath(row)).is_file()
-        ):
-            missing[row.label] += 1
-            log.warning("%s is recorded as downloaded but missing: left out", _relpath(row))
-            continue
-        present.append(row)
+    gone: set[tuple[str, int]] = set()
 
-    selected = select_images(present, config)
-    split = split_dataset(
-        {label: [_relpath(r) for r in chosen] for label, chosen in selected.items()}, config.split
-    )
+    def present(candidates: Iterable[CandidateRow]) -> Iterator[CandidateRow]:
+        for row in candidates:
+            counts = by_status.get(row.label)
+            if counts is None:
+                continue
+            counts[row.status] += 1
+            if row.status != Status.OK:
+                continue
+            if not os.path.isfile(os.path.join(out_dir, _relpath(row))):
+                missing[row.label] += 1
+                gone.add((row.label, row.seq))
+                log.warning("%s is recorded as downloaded but missing: left out", _relpath(row))
+                continue
+            yield row
+
+    selected = select_images(present(_read(rows)), config)
+    split = split_dataset({label: chosen.paths for label, chosen in selected.items()}, config.split)
     subset = subset_split(split, config.subset) if config.subset is not None else None
     in_test = set(split.test)
+
+    def dataset_rows(label: str | None, order: RowOrder) -> Iterator[CandidateRow]:
+        """The selected rows again, with every field: ``ok``, present, at most the last rank."""
+        expected = sum(len(c.paths) for name, c in selected.items() if label in (None, name))
+        found = 0
+        for row in _read(rows, label=label, statuses=OK_ONLY, order=order):
+            chosen = selected.get(row.label)
+            if (
+                chosen is not None
+                and row.seq <= chosen.last_seq
+                and (row.label, row.seq) not in gone
+            ):
+                found += 1
+                yield row
+        if found != expected:  # the passes must agree; only a concurrent writer could part them
+            raise RuntimeError(f"the state changed during assembly: {found} != {expected} rows")
 
     written: list[Path] = []
 
@@ -444,29 +546,32 @@ def write_outputs(
         writer(target, value)
         written.append(target)
 
-    emit(SPLIT_FILE, _write_json, split.to_json())
+    emit(SPLIT_FILE, _write_json_lists, split.to_json().items())
     if subset is not None:
-        emit(SUBSET_FILE, _write_json, subset.to_json())
+        emit(SUBSET_FILE, _write_json_lists, subset.to_json().items())
     else:
         # A subset file from an earlier configuration would no longer match this split.
         (out_dir / SUBSET_FILE).unlink(missing_ok=True)
-    emit(URLS_FILE, _write_json, {label: [r.url for r in selected[label]] for label in labels})
-    dataset_rows = sorted((r for chosen in selected.values() for r in chosen), key=_relpath)
+    # Pass 2, per class in config order; pass 3, by path: the order metadata.jsonl is in.
+    emit(
+        URLS_FILE,
+        _write_json_lists,
+        ((label, (r.url for r in dataset_rows(label, "class"))) for label in labels),
+    )
     emit(
         METADATA_FILE,
         _write_metadata,
-        (metadata_record(r, "test" if _relpath(r) in in_test else "train") for r in dataset_rows),
+        (
+            metadata_record(r, "test" if _relpath(r) in in_test else "train")
+            for r in dataset_rows(None, "path")
+        ),
     )
 
-    by_status: dict[str, Counter[str]] = {label: Counter() for label in labels}
-    for row in rows:
-        if row.label in by_status:
-            by_status[row.label][row.status] += 1
     classes: list[ClassSummary] = []
     for spec in config.classes:
         counts = by_status[spec.name]
         reasons = [*DROP_REASONS, *sorted(set(counts) - set(DROP_REASONS) - {"ok", "pending"})]
-        good = len(selected[spec.name])
+        good = len(selected[spec.name].paths)
         train_n, test_n = split.counts.get(spec.name, (0, 0))
         search_done = bool(exhausted.get(spec.name, False))
         classes.append(
@@ -502,12 +607,11 @@ def write_outputs(
     emit(SUMMARY_JSON, _write_json, summary)
     emit(SUMMARY_TXT, write_atomic, render_summary(summary).encode())
 
-    archive_members = [*split.train, *split.test, SPLIT_FILE, METADATA_FILE]
-    archive_members += [SUMMARY_TXT, SUMMARY_JSON]
+    artifacts_in_archive = [SPLIT_FILE, METADATA_FILE, SUMMARY_TXT, SUMMARY_JSON]
     if subset is not None:
-        archive_members.append(SUBSET_FILE)
+        artifacts_in_archive.append(SUBSET_FILE)
     target = out_dir / ARCHIVE_FILE
-    write_archive(target, out_dir, archive_members)
+    write_archive(target, out_dir, itertools.chain(split.train, split.test, artifacts_in_archive))
     written.append(target)
     for warning in warnings:
         log.warning("%s", warning)
@@ -517,13 +621,14 @@ def write_outputs(
 async def assemble_outputs(
     state: StateStore, config: Config, out_dir: Path, stats: RunStats
 ) -> AssemblyReport:
-    """Write every artifact from the state (the blocking work runs in a thread)."""
-    rows = await state.rows()
+    """Write every artifact from the state (the blocking work, streaming reads included, runs
+    in a thread)."""
+    await state.flush()  # the stream reads only what is committed
     exhausted = {
         spec.name: (await state.search_state(spec.name)).exhausted for spec in config.classes
     }
     report = await asyncio.to_thread(
-        write_outputs, rows, config, out_dir, stats, exhausted=exhausted
+        write_outputs, state.stream(), config, out_dir, stats, exhausted=exhausted
     )
     log.info(
         "dataset: %d images in %d classes written to %s",

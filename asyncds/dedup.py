@@ -26,7 +26,8 @@ of the rows it is given.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
@@ -60,9 +61,11 @@ class PhashIndex(Generic[K]):
             width = base + (1 if i < extra else 0)
             self._chunks.append((shift, (1 << width) - 1))
             shift += width
-        # One table per chunk: chunk value -> (hashes, insertion numbers), both in insertion
-        # order; the hashes sit in the bucket itself so a scan touches nothing else.
-        self._tables: list[dict[int, tuple[list[int], list[int]]]] = [{} for _ in self._chunks]
+        # One table per chunk: chunk value -> insertion numbers, ascending. A bucket is one
+        # list of numbers (each number object shared by every chunk's bucket), not its own
+        # copy of the hashes: half the memory of a large index, for one list lookup per compare.
+        self._tables: list[dict[int, list[int]]] = [{} for _ in self._chunks]
+        self._hashes: list[int] = []  # by insertion number
         self._keys: list[K] = []
 
     def __len__(self) -> int:
@@ -71,14 +74,14 @@ class PhashIndex(Generic[K]):
     def add(self, h: int, key: K) -> None:
         number = len(self._keys)
         self._keys.append(key)
+        self._hashes.append(h)
         for (shift, mask), table in zip(self._chunks, self._tables, strict=True):
             value = (h >> shift) & mask
             bucket = table.get(value)
             if bucket is None:
-                table[value] = ([h], [number])
+                table[value] = [number]
             else:
-                bucket[0].append(h)
-                bucket[1].append(number)
+                bucket.append(number)
 
     def find(self, h: int) -> K | None:
         """The key of the first-added hash within ``max_distance`` of ``h``, or None."""
@@ -88,21 +91,18 @@ class PhashIndex(Generic[K]):
     def find_with_distance(self, h: int) -> tuple[K, int] | None:
         """Like :meth:`find`, with the Hamming distance of the match."""
         best: int | None = None
-        best_distance = 0
         limit = self.max_distance
+        hashes = self._hashes
         for (shift, mask), table in zip(self._chunks, self._tables, strict=True):
             bucket = table.get((h >> shift) & mask)
             if bucket is None:
                 continue
-            hashes, numbers = bucket
             # The first hit in a bucket is its earliest (insertion order). A generator scan is
             # about twice as fast as an explicit loop here, which counts at 100k hashes.
-            hit = next(
-                (i for i, other in enumerate(hashes) if (other ^ h).bit_count() <= limit), None
-            )
-            if hit is not None and (best is None or numbers[hit] < best):
-                best, best_distance = numbers[hit], (hashes[hit] ^ h).bit_count()
-        return None if best is None else (self._keys[best], best_distance)
+            hit = next((n for n in bucket if (hashes[n] ^ h).bit_count() <= limit), None)
+            if hit is not None and (best is None or hit < best):
+                best = hit
+        return None if best is None else (self._keys[best], (hashes[best] ^ h).bit_count())
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,11 +117,26 @@ class Decision:
 
 @dataclass(slots=True)
 class _Entry:
-    """A processed row as the indexes see it."""
+    """A processed row as the indexes see it: what a reason names, and what became of it.
 
-    row: CandidateRow
+    Not the row itself, so planning a streamed state holds a few small objects per image.
+    """
+
+    label: str
+    photo_id: str
+    path: str  # stored path when it is not the usual one (see ``where``), else ""
     dropped: bool
     ambiguous: bool = False  # found under several classes with the `drop` policy: poisons copies
+
+    @classmethod
+    def of(cls, row: CandidateRow, *, dropped: bool) -> _Entry:
+        usual = not row.path or row.path == image_relpath(row.label, row.photo_id)
+        # Interned: rows read from the state each carry their own copy of the label.
+        return cls(sys.intern(row.label), row.photo_id, "" if usual else row.path, dropped)
+
+    @property
+    def where(self) -> str:
+        return self.path or image_relpath(self.label, self.photo_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,17 +146,31 @@ class _Match:
     distance: int = 0
 
 
-def _where(row: CandidateRow) -> str:
-    return row.path or image_relpath(row.label, row.photo_id)
-
-
-def _reason(match: _Match, *, other: CandidateRow) -> str:
+def _reason(match: _Match, *, other: _Entry) -> str:
     """Why a row matched ``other`` (the entry it collided with)."""
     if match.kind == "photo":
         return f"photo also found under {other.label}"
     if match.kind == "sha":
-        return f"same image as {_where(other)}"
-    return f"near-duplicate (distance {match.distance}) of {_where(other)}"
+        return f"same image as {other.where}"
+    return f"near-duplicate (distance {match.distance}) of {other.where}"
+
+
+def _in_rank_order(
+    rows: Iterable[CandidateRow], key: Callable[[CandidateRow], tuple[int, int, str, str]]
+) -> Iterator[CandidateRow]:
+    """Rows that come by ascending ``seq``, each run of one ``seq`` put in processing order."""
+    run: list[CandidateRow] = []  # one rank: at most a row per class from a state
+    for row in rows:
+        if run and row.seq != run[0].seq:
+            if row.seq < run[0].seq:
+                raise ValueError(
+                    f"rows are not in search rank order: {row.label}/{row.photo_id} "
+                    f"(rank {row.seq}) after rank {run[0].seq}"
+                )
+            yield from sorted(run, key=key)
+            run.clear()
+        run.append(row)
+    yield from sorted(run, key=key)
 
 
 def plan_dedup(
@@ -150,64 +179,71 @@ def plan_dedup(
     class_order: Sequence[str],
     max_distance: int,
     cross_class: CrossClassPolicy | str,
+    ranked: bool = False,
 ) -> list[Decision]:
     """The rows that must be dropped now, sorted by (label, photo id).
 
     Only ``ok`` rows can be dropped; rows with a dedup status are earlier drops (see the module
     docstring); rows of other statuses and of classes not in ``class_order`` are ignored.
+    With ``ranked``, ``rows`` already come by ascending ``seq`` (a stream from the state) and
+    are planned as they arrive instead of being sorted first; a row out of order is a
+    ValueError. Either way the plan is the same.
     """
     if cross_class not in ("drop", "keep-first"):
         raise ValueError(f"cross_class must be 'drop' or 'keep-first', got {cross_class!r}")
     poison = cross_class == "drop"
     position = {label: i for i, label in enumerate(class_order)}
-    relevant = [
+
+    def order(r: CandidateRow) -> tuple[int, int, str, str]:
+        return (r.seq, position[r.label], r.label, r.photo_id)
+
+    relevant = (
         r
         for r in rows
         if r.label in position and (r.status == Status.OK or r.status in DEDUP_STATUSES)
-    ]
-    relevant.sort(key=lambda r: (r.seq, position[r.label], r.label, r.photo_id))
+    )
+    ordered = _in_rank_order(relevant, order) if ranked else sorted(relevant, key=order)
 
     by_photo: dict[str, _Entry] = {}  # every processed row: rule 1 holds even for drops
     by_sha: dict[str, _Entry] = {}  # kept or ambiguous rows only
     near: PhashIndex[_Entry] | None = PhashIndex(max_distance) if max_distance > 0 else None
     decisions: dict[tuple[str, str], Decision] = {}
 
-    def index(entry: _Entry) -> None:
-        row = entry.row
+    def index(entry: _Entry, row: CandidateRow) -> None:
         if row.sha256:
             by_sha.setdefault(row.sha256, entry)
         if near is not None and row.phash:
             near.add(int(row.phash, 16), entry)
 
-    for row in relevant:
-        entry = _Entry(row, dropped=row.status != Status.OK)
+    for row in ordered:
+        entry = _Entry.of(row, dropped=row.status != Status.OK)
         if entry.dropped:
             # An earlier drop: remembered, never revived.
             by_photo.setdefault(row.photo_id, entry)
             if poison and row.status == Status.CROSS_CLASS:
                 entry.ambiguous = True
-                index(entry)
+                index(entry, row)
             continue
 
         matches = _matches(row, by_photo, by_sha, near)
         by_photo.setdefault(row.photo_id, entry)
         if not matches:
-            index(entry)
+            index(entry, row)
             continue
 
-        crossing = [m for m in matches if m.entry.row.label != row.label or m.entry.ambiguous]
+        crossing = [m for m in matches if m.entry.label != row.label or m.entry.ambiguous]
         entry.dropped = True
         if not crossing:
             first = matches[0]
             status = Status.DUPLICATE if first.kind == "sha" else Status.NEAR_DUPLICATE
             decisions[(row.label, row.photo_id)] = Decision(
-                row.label, row.photo_id, status, _reason(first, other=first.entry.row)
+                row.label, row.photo_id, status, _reason(first, other=first.entry)
             )
             continue
 
         first = crossing[0]
-        reason = _reason(first, other=first.entry.row)
-        if first.entry.row.label == row.label:
+        reason = _reason(first, other=first.entry)
+        if first.entry.label == row.label:
             reason += " (an image also found under another class)"
         decisions[(row.label, row.photo_id)] = Decision(
             row.label, row.photo_id, Status.CROSS_CLASS, reason
@@ -216,14 +252,14 @@ def plan_dedup(
             # Every copy goes: the kept ones this row collided with, and this row stays in the
             # indexes so that later copies in any class are caught as well.
             entry.ambiguous = True
-            index(entry)
+            index(entry, row)
             for m in crossing:
                 other = m.entry
                 other.ambiguous = True
                 if not other.dropped:
                     other.dropped = True
-                    key = (other.row.label, other.row.photo_id)
-                    decisions[key] = Decision(*key, Status.CROSS_CLASS, _reason(m, other=row))
+                    key = (other.label, other.photo_id)
+                    decisions[key] = Decision(*key, Status.CROSS_CLASS, _reason(m, other=entry))
     return sorted(decisions.values(), key=lambda d: (d.label, d.photo_id))
 
 
@@ -236,7 +272,7 @@ def _matches(
     """Earlier entries this row copies, by precedence (photo id, bytes, look), each once."""
     found: list[_Match] = []
     same_photo = by_photo.get(row.photo_id)
-    if same_photo is not None and same_photo.row.label != row.label:
+    if same_photo is not None and same_photo.label != row.label:
         found.append(_Match(same_photo, "photo"))
     same_bytes = by_sha.get(row.sha256) if row.sha256 else None
     if same_bytes is not None:

@@ -18,12 +18,12 @@ import logging
 import os
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from asyncds.flickr import Candidate
 
@@ -110,6 +110,18 @@ class SearchState:
 
 
 _ROW_COLUMNS = tuple(f.name for f in fields(CandidateRow))
+
+RowOrder = Literal["class", "rank", "path"]
+# "class": by class, then search rank (what ``rows()`` returns). "rank": by search rank across
+# classes (dedup's order). "path": by the image's relative path (``image_relpath`` when none
+# is stored); SQLite's BINARY collation compares UTF-8 bytes, which orders like Python
+# compares str, so this is the order ``sorted()`` gives the same paths.
+_ORDER_BY: dict[str, str] = {
+    "class": "label, seq",
+    "rank": "seq, label, photo_id",
+    "path": "CASE WHEN path != '' THEN path ELSE label || '/' || photo_id || '.jpg' END,"
+    " label, seq",
+}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS candidates (
@@ -250,6 +262,26 @@ class StateStore:
         found = await self._run(self._fetchall, sql, tuple(params))
         return [CandidateRow(*r) for r in found]
 
+    def stream(
+        self,
+        *,
+        label: str | None = None,
+        statuses: Collection[str] | None = None,
+        order: RowOrder = "class",
+        chunk_size: int = 256,
+    ) -> RowStream:
+        """Rows read straight from the file, a chunk at a time, from any thread (see RowStream).
+
+        It sees what is committed: :meth:`flush` first if outcomes may be buffered.
+        """
+        return RowStream(
+            self.path,
+            label=label,
+            statuses=None if statuses is None else frozenset(statuses),
+            order=order,
+            chunk_size=chunk_size,
+        )
+
     async def counts(self) -> dict[str, Counter[str]]:
         """Per class, how many candidates are in each status."""
         found = await self._run(
@@ -387,6 +419,48 @@ class StateStore:
                 "UPDATE candidates SET status = ?, reason = ? WHERE label = ? AND photo_id = ?",
                 [(status, reason, label, pid) for label, pid, status, reason in updates],
             )
+
+
+@dataclass(frozen=True, slots=True)
+class RowStream:
+    """A re-iterable read of candidates that holds at most ``chunk_size`` rows at a time.
+
+    Each iteration opens a read-only connection of its own (the store's connection belongs to
+    the store's thread; WAL lets readers run beside the writer), so it can be iterated on any
+    thread, and runs one query: one consistent snapshot per iteration, not across iterations.
+    """
+
+    path: Path
+    label: str | None = None
+    statuses: frozenset[str] | None = None  # None: every status
+    order: RowOrder = "class"
+    chunk_size: int = 256
+
+    def __iter__(self) -> Iterator[CandidateRow]:
+        where, params = [], []
+        if self.label is not None:
+            where.append("label = ?")
+            params.append(self.label)
+        if self.statuses is not None:
+            wanted = sorted(self.statuses)
+            where.append(f"status IN ({', '.join('?' * len(wanted))})")
+            params += wanted
+        sql = f"SELECT {', '.join(_ROW_COLUMNS)} FROM candidates"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY {_ORDER_BY[self.order]}"
+        # check_same_thread off: the connection is private to this generator, which may be
+        # finalised on another thread than the one that iterated it.
+        conn = sqlite3.connect(
+            f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False
+        )
+        try:
+            cursor = conn.execute(sql, params)
+            while chunk := cursor.fetchmany(self.chunk_size):
+                for values in chunk:
+                    yield CandidateRow(*values)
+        finally:
+            conn.close()
 
 
 # -- the output folder ---------------------------------------------------------------------

@@ -8,6 +8,7 @@ import io
 import json
 import random
 import tarfile
+import tracemalloc
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -16,9 +17,11 @@ from PIL import Image
 from asyncds.assemble import (
     DROP_REASONS,
     AssemblyReport,
+    ClassSelection,
     RunStats,
     Split,
     UnsafePathError,
+    apply_dedup,
     assemble_outputs,
     safe_relpath,
     select_images,
@@ -27,7 +30,7 @@ from asyncds.assemble import (
     subset_split,
     write_outputs,
 )
-from asyncds.config import ClassSpec, Config, SplitSpec, SubsetSpec
+from asyncds.config import ClassSpec, Config, DedupSettings, SplitSpec, SubsetSpec
 from asyncds.flickr import Candidate
 from asyncds.state import TEMP_MARKER, CandidateRow, Outcome, StateStore, Status, image_relpath
 from tests import factories
@@ -84,8 +87,10 @@ def test_select_images_takes_the_first_count_good_ones_in_search_order():
     random.Random(0).shuffle(rows)
     selected = select_images(rows, config)
     assert list(selected) == ["dog", "cat"]
-    assert selected["dog"] == []
-    assert [r.photo_id for r in selected["cat"]] == ["b", "a", "e"]
+    assert selected["dog"] == ClassSelection(paths=(), last_seq=0)
+    assert selected["cat"] == ClassSelection(
+        paths=("cat/b.jpg", "cat/a.jpg", "cat/e.jpg"), last_seq=6
+    )
 
 
 # -- splits -----------------------------------------------------------------------------------
@@ -306,6 +311,9 @@ async def assembled(tmp_path: Path) -> tuple[Path, AssemblyReport, list[Candidat
 
 async def test_split_files(assembled):
     out, report, _ = assembled
+    for name in ("train_test_split.json", "train_test_split_subset.json"):
+        text = (out / name).read_text(encoding="utf-8")
+        assert text == canonical(text)
     split = json.loads((out / "train_test_split.json").read_text())
     assert set(split) == {"train", "test"}
     assert set(split["train"]) | set(split["test"]) == DATASET
@@ -321,9 +329,16 @@ async def test_split_files(assembled):
     assert len(subset["train"]) == 3 and len(subset["test"]) == 2  # 1 of 2, 1 of 1, 1 of 1
 
 
+def canonical(text: str) -> str:
+    """What ``json.dumps(indent=1)`` writes for the same value: the artifacts' format."""
+    return json.dumps(json.loads(text), indent=1, ensure_ascii=False) + "\n"
+
+
 async def test_urls_data_lists_the_dataset_in_search_order(assembled):
     out, _, rows = assembled
-    urls = json.loads((out / "urls_data.json").read_text())
+    text = (out / "urls_data.json").read_text(encoding="utf-8")
+    assert text == canonical(text)  # written a url at a time, still the usual layout
+    urls = json.loads(text)
     assert list(urls) == ["cat", "dog", "sports car"]
     url_of = {(r.label, r.photo_id): r.url for r in rows}
     assert urls["cat"] == [url_of["cat", pid] for pid in ("101", "103", "105")]
@@ -432,7 +447,8 @@ async def test_archive_holds_exactly_the_dataset(assembled, tmp_path: Path):
 
 async def test_assembly_is_deterministic_and_drops_a_stale_subset(tmp_path: Path, assembled):
     out, _, rows = assembled
-    first = {n: (out / n).read_bytes() for n in ("train_test_split.json", "metadata.jsonl")}
+    names = ("train_test_split.json", "metadata.jsonl", "urls_data.json")
+    first = {n: (out / n).read_bytes() for n in names}
     shuffled = rows[:]
     random.Random(1).shuffle(shuffled)
     report = write_outputs(shuffled, make_config(out), out, STATS, exhausted={"sports car": True})
@@ -459,6 +475,92 @@ async def test_a_missing_image_is_left_out_and_a_surplus_one_takes_its_place(tmp
     summary = json.loads((out / "summary.json").read_text())
     assert summary["classes"]["cat"]["missing_files"] == 1
     assert summary["classes"]["cat"]["surplus"] == 0
+    metadata = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
+    assert [r["file_name"] for r in metadata if r["label"] == "cat"] == cats
+    urls = json.loads((out / "urls_data.json").read_text())
+    assert [u.split("/")[-1].split("_")[0] for u in urls["cat"]] == ["101", "105", "106"]
+
+
+async def test_a_class_without_images_is_an_empty_list(assembled):
+    out, _, rows = assembled
+    config = dataclasses.replace(
+        make_config(out), classes=(*CLASSES, ClassSpec("owl", 2, ("owl",)))
+    )
+    report = write_outputs(rows, config, out, STATS)
+    assert report.counts["owl"] == 0
+    text = (out / "urls_data.json").read_text(encoding="utf-8")
+    assert text == canonical(text)
+    assert json.loads(text)["owl"] == []
+
+
+async def test_dedup_and_assembly_stream_the_state_instead_of_holding_its_rows(tmp_path: Path):
+    # Memory must not grow with the dataset: dedup and every artifact read the state a chunk
+    # at a time. Rows with real-sized urls and titles (about a kilobyte each, as in a real
+    # state) make holding them all plainly costlier than what is kept: dedup's indexes and
+    # the split's paths. The near-duplicate index (inherent, tested on its own) is off here so
+    # that dedup's share is about rows too.
+    out = tmp_path / "out"
+    n = 3000
+    (out / "cat").mkdir(parents=True)
+    async with await StateStore.open(out / "asyncds-state.sqlite") as state:
+        await state.add_page(
+            "cat",
+            [
+                factories.candidate(
+                    "cat",
+                    str(i),
+                    url=f"https://live.staticflickr.com/65535/{i}_{'f' * 10}_m.jpg",
+                    title=f"{i} " + "a long title, as Flickr titles can be " * 6,
+                    ownername="Somebody With A Long Name",
+                )
+                for i in range(1, n + 1)
+            ],
+            cursor="c",
+            exhausted=True,
+            total=n,
+        )
+        for i in range(1, n + 1):
+            relpath = image_relpath("cat", str(i))
+            (out / relpath).write_bytes(b"jpeg")
+            state.record(
+                Outcome("cat", str(i), Status.OK, sha256=f"{i:064x}", phash="0", path=relpath)
+            )
+        await state.flush()
+        config = Config(
+            classes=(ClassSpec("cat", n, ("cat",)),),
+            split=SplitSpec(seed=1, type="proportional", test_size=0.1),
+            dedup=DedupSettings(phash_distance=0),
+            output_dir=out,
+        )
+
+        def peak_of(started: int) -> int:
+            return tracemalloc.get_traced_memory()[1] - started
+
+        # A first run, unmeasured: one-off growth (caches, lazy imports, the interned-string
+        # table) is not what this test is about.
+        await apply_dedup(state, config, out)
+        await assemble_outputs(state, config, out, STATS)
+        tracemalloc.start()
+        try:
+            # Read here, not on the store's thread, so that dropping the list frees it at once.
+            started = tracemalloc.get_traced_memory()[0]
+            held = list(state.stream())
+            materialised = tracemalloc.get_traced_memory()[0] - started
+            del held
+            tracemalloc.reset_peak()
+            started = tracemalloc.get_traced_memory()[0]
+            good = await apply_dedup(state, config, out)
+            dedup_peak = peak_of(started)
+            tracemalloc.reset_peak()
+            started = tracemalloc.get_traced_memory()[0]
+            report = await assemble_outputs(state, config, out, STATS)
+            assembly_peak = peak_of(started)
+        finally:
+            tracemalloc.stop()
+    assert good == report.counts == {"cat": n}
+    assert len((out / "metadata.jsonl").read_text().splitlines()) == n
+    assert dedup_peak < materialised / 2, f"dedup: {dedup_peak} B, the rows: {materialised} B"
+    assert assembly_peak < materialised / 3, f"assembly: {assembly_peak} B, rows: {materialised} B"
 
 
 async def test_the_output_loads_with_hugging_face_datasets(assembled, tmp_path: Path):

@@ -285,6 +285,37 @@ def test_planning_in_rounds_matches_planning_at_once(policy: str):
     assert in_rounds == at_once
 
 
+@pytest.mark.parametrize("policy", ["drop", "keep-first"])
+def test_planning_a_ranked_stream_matches_planning_the_rows(policy: str):
+    # apply_dedup streams the state by rank (seq, then label): rows of one rank arrive in label
+    # order, which is not the processing order when the classes are listed otherwise.
+    rows = random_rows(4, n=400)
+    first = [r for r in rows if r.seq <= 60]
+    order = ["fox", "cat", "dog"]
+
+    def planned(given: Iterable[CandidateRow], *, ranked: bool) -> list[Decision]:
+        return plan_dedup(
+            given, class_order=order, max_distance=4, cross_class=policy, ranked=ranked
+        )
+
+    state = [
+        *apply_decisions(first, planned(first, ranked=False)),
+        *(r for r in rows if r.seq > 60),
+    ]
+    expected = planned(state, ranked=False)
+    assert expected, "the fixture should produce collisions"
+    streamed = iter(sorted(state, key=lambda r: (r.seq, r.label, r.photo_id)))
+    assert planned(streamed, ranked=True) == expected
+
+
+def test_a_ranked_stream_out_of_rank_order_is_an_error():
+    rows = [row("cat", "1", 2), row("dog", "2", 1)]
+    with pytest.raises(ValueError, match="rank 1"):
+        plan_dedup(
+            rows, class_order=["cat", "dog"], max_distance=4, cross_class="drop", ranked=True
+        )
+
+
 def test_earlier_drops_still_claim_their_image():
     # Round 1 dropped cat/1 and dog/1 (same photo, drop policy); round 2 brings a third copy.
     rows = [

@@ -1,3 +1,4 @@
+import asyncio
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from asyncds.state import (
     OutputLocked,
     StateStore,
     Status,
+    image_relpath,
     remove_temp_files,
     write_atomic,
 )
@@ -81,6 +83,43 @@ async def test_outcomes_are_buffered_then_committed_in_one_batch(tmp_path: Path)
         assert rows[0].path == "cat/1.jpg" and rows[1].reason == "truncated JPEG"
         await reopened.set_statuses([("cat", "1", Status.DUPLICATE, "same image as cat/9.jpg")])
         assert (await reopened.rows("cat", Status.DUPLICATE))[0].photo_id == "1"
+
+
+async def test_stream_reads_in_chunks_on_another_thread_in_each_order(tmp_path: Path):
+    labels = ("zebra", "cat", "émeu", "cat 2", "😀")  # BINARY collation vs Python str order
+    async with await StateStore.open(tmp_path / "s.sqlite") as state:
+        for label in labels:
+            ids = ("30", "4", "100")
+            await state.add_page(
+                label, [candidate(label, pid) for pid in ids], cursor="c", exhausted=False, total=3
+            )
+            state.record(Outcome(label, "30", Status.OK, path=image_relpath(label, "30")))
+            state.record(Outcome(label, "4", Status.DUPLICATE, "same image as x"))
+            # no stored path: ordered as the path it would have
+        await state.flush()
+        everything = await state.rows()
+
+        stream = state.stream(chunk_size=2)
+        read = await asyncio.to_thread(list, stream)  # not the store's thread
+        assert read == everything  # by class, then rank, every field
+        assert list(stream) == read  # re-iterable: each iteration reads afresh
+
+        by_path = await asyncio.to_thread(list, state.stream(order="path", chunk_size=2))
+        relpaths = [r.path or image_relpath(r.label, r.photo_id) for r in by_path]
+        assert relpaths == sorted(relpaths) and len(relpaths) == 15
+
+        by_rank = [(r.seq, r.label) for r in state.stream(order="rank", chunk_size=4)]
+        assert by_rank == sorted(by_rank)
+
+        ok = state.stream(statuses={Status.OK, Status.DUPLICATE}, label="émeu", chunk_size=1)
+        assert [(r.photo_id, r.status) for r in ok] == [
+            ("30", Status.OK),
+            ("4", Status.DUPLICATE),
+        ]
+        state.record(Outcome("cat", "100", Status.CORRUPT))
+        assert len(list(state.stream(statuses={Status.CORRUPT}))) == 0  # not committed yet
+        await state.flush()
+        assert [r.photo_id for r in state.stream(statuses={Status.CORRUPT})] == ["100"]
 
 
 def test_write_atomic_leaves_no_partial_file(tmp_path: Path):
