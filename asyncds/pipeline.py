@@ -158,8 +158,8 @@ class Pipeline:
             self.config.flickr,
             max_side=self.config.image.max_side,
             cursor=SearchCursor.from_json(search_state.cursor) if search_state.cursor else None,
-            seen_ids=await self.state.seen_ids(spec.name),
         )
+        # Ids the class already holds need no memory here: add_page skips them (primary key).
         async for page in search.pages():
             rows = await self.state.add_page(
                 spec.name,

@@ -240,12 +240,6 @@ class StateStore:
             return SearchState(cursor=None, exhausted=False, total=0)
         return SearchState(cursor=row[0], exhausted=bool(row[1]), total=int(row[2]))
 
-    async def seen_ids(self, label: str) -> set[str]:
-        rows = await self._run(
-            self._fetchall, "SELECT photo_id FROM candidates WHERE label = ?", (label,)
-        )
-        return {r[0] for r in rows}
-
     async def rows(self, label: str | None = None, status: str | None = None) -> list[CandidateRow]:
         """Rows in search order, optionally of one class and/or one status."""
         where, params = [], []

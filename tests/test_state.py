@@ -44,7 +44,7 @@ async def test_pages_are_numbered_in_search_order_and_deduplicated(tmp_path: Pat
         assert [(r.photo_id, r.seq) for r in again] == [("3", 3)]
         search = await state.search_state("cat")
         assert (search.cursor, search.exhausted, search.total) == ("c2", True, 9)
-        assert await state.seen_ids("cat") == {"1", "2", "3"}
+        assert {r.photo_id for r in await state.rows("cat")} == {"1", "2", "3"}
         # the same photo under another class is another candidate
         assert (
             len(
