@@ -208,6 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_FAILED
     if not args.search_only:
         log_to_file(out_dir)
+    from asyncds.job import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before the event loop starts any thread
     try:
         with _runner() as runner:
             return runner.run(guarded(args, config, out_dir))

@@ -2,13 +2,14 @@
 
 - :func:`apply_dedup` (async) records the dedup plan (``asyncds.dedup``) in the state and deletes
   the dropped images; the job alternates downloads and dedup until every class is full.
-- :func:`select_images`, :func:`split_dataset`, :func:`subset_split` are pure and seeded.
+- :class:`DatasetIndex` selects the dataset's images and splits them (seeded, independent of
+  the order images arrived in).
 - :func:`write_outputs` (blocking) writes every artifact atomically (a temporary name in the
   output folder, then ``os.replace``); :func:`assemble_outputs` runs it in a thread.
 
 Memory stays flat in the dataset's size: rows are streamed from the state (``RowStream``) in a
-few passes, never held all at once; only relative paths of the dataset's images are kept (the
-split needs them), and the big artifacts are written as they are produced.
+few passes, never held all at once; the dataset's paths and split live in a scratch SQLite file
+(``DatasetIndex``), and the big artifacts are written as they are produced.
 
 Only the images of the dataset (per class, the first ``count`` good ones in search order) are
 listed and archived; surplus images left in a class folder stay there but are not part of it.
@@ -19,17 +20,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import heapq
-import itertools
 import json
 import logging
 import math
 import os
-import random
 import tarfile
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from asyncds.state import (
     Status,
     atomic_target,
     image_relpath,
+    scratch_database,
     write_atomic,
 )
 
@@ -139,96 +140,11 @@ class AssemblyReport:
         return {c.label: c.good for c in self.classes}
 
 
-@dataclass(frozen=True, slots=True)
-class Split:
-    """A train/test split: sorted relative POSIX paths, per-class counts, warnings."""
-
-    train: tuple[str, ...]
-    test: tuple[str, ...]
-    counts: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # label -> (train, test)
-    warnings: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, list[str]]:
-        return {"train": list(self.train), "test": list(self.test)}
-
-
-# -- pure steps -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ClassSelection:
-    """A class's images in the dataset."""
-
-    paths: tuple[str, ...]  # relative paths, in search order
-    last_seq: int  # search rank of the last of them (0: none); later ``ok`` rows are surplus
-
-
-def select_images(rows: Iterable[CandidateRow], config: Config) -> dict[str, ClassSelection]:
-    """Per configured class (config order): its first ``count`` ``ok`` rows in search order.
-
-    Whatever the input order, it holds no more than ``count`` (rank, path) pairs per class, so
-    ``rows`` can be a stream of any length.
-    """
-    limits = {spec.name: spec.count for spec in config.classes}
-    # Per class a max-heap on rank (ranks negated) of the best ``count`` rows so far.
-    best: dict[str, list[tuple[int, str]]] = {name: [] for name in limits}
-    for row in rows:
-        if row.status != Status.OK or row.label not in limits:
-            continue
-        heap = best[row.label]
-        if len(heap) < limits[row.label]:
-            heapq.heappush(heap, (-row.seq, _relpath(row)))
-        elif row.seq < -heap[0][0]:
-            heapq.heapreplace(heap, (-row.seq, _relpath(row)))
-    selected: dict[str, ClassSelection] = {}
-    for label, heap in best.items():
-        heap.sort(reverse=True)  # ascending rank
-        selected[label] = ClassSelection(tuple(p for _, p in heap), -heap[-1][0] if heap else 0)
-    return selected
-
-
-def _shuffled(paths: Iterable[str], seed: str) -> list[str]:
-    # Sort first so the input order cannot matter; a str seed is hashed with SHA-512 by
-    # `random`, so it is stable across runs and interpreters (unlike hash()).
-    ordered = sorted(paths)
-    random.Random(seed).shuffle(ordered)
-    return ordered
-
-
-def split_dataset(selected: Mapping[str, Sequence[str]], spec: SplitSpec) -> Split:
-    """Per class, a seeded shuffle of its sorted paths; the first ``spec.test_count(n)`` go to test.
-
-    ``selected`` maps each label to its images' relative paths (``"cat/123.jpg"``).
-    """
-    train: list[str] = []
-    test: list[str] = []
-    counts: dict[str, tuple[int, int]] = {}
-    warnings: list[str] = []
-    for label, paths in selected.items():
-        ordered = _shuffled(paths, f"{spec.seed}:{label}")
-        n = len(ordered)
-        k = spec.test_count(n)
-        test += ordered[:k]
-        train += ordered[k:]
-        counts[label] = (n - k, k)
-        if n == 0:
-            warnings.append(f"{label}: no images, so nothing in train or test")
-        elif spec.type == "absolute" and n <= int(spec.test_size):
-            warnings.append(
-                f"{label}: only {_images(n)}, not more than test_size {int(spec.test_size)}: "
-                f"half go to test ({k} test, {n - k} train)"
-            )
-        elif k == 0:
-            warnings.append(f"{label}: only {_images(n)}: none in test")
-    return Split(tuple(sorted(train)), tuple(sorted(test)), counts, tuple(warnings))
+# -- the dataset's images and their split ---------------------------------------------------
 
 
 def _images(n: int) -> str:
     return f"{n} image" if n == 1 else f"{n} images"
-
-
-def _label_of(path: str) -> str:
-    return path.split("/", 1)[0]
 
 
 def subset_count(n: int, percentage: float) -> int:
@@ -239,21 +155,162 @@ def subset_count(n: int, percentage: float) -> int:
     return min(n, max(1, math.floor(exact + Fraction(1, 2))))
 
 
-def subset_split(split: Split, subset: SubsetSpec) -> Split:
-    """``subset.percentage`` of each split and class, by a seeded shuffle; same format."""
-    parts: dict[str, list[str]] = {"train": [], "test": []}
-    counts: dict[str, list[int]] = {}
-    for name, paths in (("train", split.train), ("test", split.test)):
-        by_label: dict[str, list[str]] = {}
-        for path in paths:
-            by_label.setdefault(_label_of(path), []).append(path)
-        for label in sorted(by_label):
-            ordered = _shuffled(by_label[label], f"{subset.seed}:{name}:{label}")
-            chosen = ordered[: subset_count(len(ordered), subset.percentage)]
-            parts[name] += chosen
-            counts.setdefault(label, [0, 0])[0 if name == "train" else 1] = len(chosen)
-    ordered_counts = {label: (counts[label][0], counts[label][1]) for label in sorted(counts)}
-    return Split(tuple(sorted(parts["train"])), tuple(sorted(parts["test"])), ordered_counts)
+def seeded_key(seed: str, path: str) -> bytes:
+    """An image's place in a seeded random order: SHA-256 of ``"<seed>:<path>"``.
+
+    Taking the *k* smallest keys of a class is a seeded random sample that depends on nothing
+    but the seed and the paths: not on the order images arrived in, the machine or
+    ``PYTHONHASHSEED``, and it needs no list of the class in memory (SQLite sorts by it).
+    """
+    return hashlib.sha256(f"{seed}:{path}".encode()).digest()
+
+
+_DATASET_SCHEMA = """
+CREATE TABLE image (
+    path TEXT PRIMARY KEY,
+    label TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    split TEXT NOT NULL DEFAULT 'train',
+    in_subset INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX image_rank ON image (label, seq);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SplitCounts:
+    """Per class (train, test) image counts, and the warnings a split gave."""
+
+    counts: Mapping[str, tuple[int, int]]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def train(self) -> int:
+        return sum(train for train, _ in self.counts.values())
+
+    @property
+    def test(self) -> int:
+        return sum(test for _, test in self.counts.values())
+
+
+class DatasetIndex:
+    """The dataset's images (relative paths by class and search rank) and their split.
+
+    Kept in a ``state.scratch_database``, not in lists: assembly's memory does not grow with
+    the dataset. Paths come back sorted (SQLite's BINARY collation compares UTF-8 bytes, which
+    orders like Python compares ``str``).
+    """
+
+    def __init__(self, labels: Sequence[str]) -> None:
+        self.labels = tuple(labels)
+        self._db = scratch_database(_DATASET_SCHEMA)
+        self._db.create_function("seeded_key", 2, seeded_key, deterministic=True)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> DatasetIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add(self, label: str, seq: int, path: str) -> None:
+        """A good image of ``label`` at search rank ``seq``; its path must be new."""
+        self._db.execute(
+            "INSERT INTO image (path, label, seq) VALUES (?, ?, ?)", (path, label, seq)
+        )
+
+    def keep_first(self, counts: Mapping[str, int]) -> None:
+        """Keep, per class, the ``counts[label]`` images of lowest search rank (whatever order
+        they were added in); forget the rest, and every image of a class not in ``counts``."""
+        for label in {*self.labels, *self._labels()}:
+            self._db.execute(
+                "DELETE FROM image WHERE label = ? AND path NOT IN"
+                " (SELECT path FROM image WHERE label = ? ORDER BY seq LIMIT ?)",
+                (label, label, counts.get(label, 0)),
+            )
+
+    def _labels(self) -> list[str]:
+        return [label for (label,) in self._db.execute("SELECT DISTINCT label FROM image")]
+
+    def count(self, label: str | None = None) -> int:
+        if label is None:
+            (n,) = self._db.execute("SELECT COUNT(*) FROM image").fetchone()
+        else:
+            (n,) = self._db.execute(
+                "SELECT COUNT(*) FROM image WHERE label = ?", (label,)
+            ).fetchone()
+        return int(n)
+
+    def split(self, spec: SplitSpec) -> SplitCounts:
+        """Per class, the ``spec.test_count(n)`` images of smallest ``seeded_key(seed, path)``
+        go to test, the others to train."""
+        self._db.execute("UPDATE image SET split = 'train', in_subset = 0")
+        counts: dict[str, tuple[int, int]] = {}
+        warnings: list[str] = []
+        for label in self.labels:
+            n = self.count(label)
+            k = spec.test_count(n)
+            self._db.execute(
+                "UPDATE image SET split = 'test' WHERE path IN (SELECT path FROM image"
+                " WHERE label = ? ORDER BY seeded_key(?, path) LIMIT ?)",
+                (label, str(spec.seed), k),
+            )
+            counts[label] = (n - k, k)
+            if n == 0:
+                warnings.append(f"{label}: no images, so nothing in train or test")
+            elif spec.type == "absolute" and n <= int(spec.test_size):
+                warnings.append(
+                    f"{label}: only {_images(n)}, not more than test_size {int(spec.test_size)}: "
+                    f"half go to test ({k} test, {n - k} train)"
+                )
+            elif k == 0:
+                warnings.append(f"{label}: only {_images(n)}: none in test")
+        return SplitCounts(counts, tuple(warnings))
+
+    def subset(self, spec: SubsetSpec) -> SplitCounts:
+        """``spec.percentage`` of each split and class (after :meth:`split`): the images of
+        smallest ``seeded_key(f"{seed}:{split}", path)``."""
+        self._db.execute("UPDATE image SET in_subset = 0")
+        counts: dict[str, list[int]] = {}
+        for label in self.labels:
+            for i, name in enumerate(("train", "test")):
+                (n,) = self._db.execute(
+                    "SELECT COUNT(*) FROM image WHERE label = ? AND split = ?", (label, name)
+                ).fetchone()
+                m = subset_count(n, spec.percentage)
+                self._db.execute(
+                    "UPDATE image SET in_subset = 1 WHERE path IN (SELECT path FROM image"
+                    " WHERE label = ? AND split = ? ORDER BY seeded_key(?, path) LIMIT ?)",
+                    (label, name, f"{spec.seed}:{name}", m),
+                )
+                counts.setdefault(label, [0, 0])[i] = m
+        return SplitCounts({label: (c[0], c[1]) for label, c in counts.items()})
+
+    def paths(self, split: str | None = None, *, subset: bool = False) -> Iterator[str]:
+        """The images' paths in sorted order: all, or of one split, or of its subset."""
+        where, params = [], []
+        if split is not None:
+            where.append("split = ?")
+            params.append(split)
+        if subset:
+            where.append("in_subset = 1")
+        sql = "SELECT path FROM image"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        # A cursor of its own, read a chunk at a time while other statements run.
+        for (path,) in self._db.execute(sql + " ORDER BY path", params):
+            yield path
+
+    def split_of(self, path: str) -> str | None:
+        """``"train"`` or ``"test"`` for an image of the dataset, None for any other path."""
+        found = self._db.execute("SELECT split FROM image WHERE path = ?", (path,)).fetchone()
+        return None if found is None else str(found[0])
+
+    def folders(self) -> list[str]:
+        """The class folders that hold at least one image, sorted."""
+        return sorted(self._labels())
 
 
 def safe_relpath(path: str) -> str:
@@ -401,16 +458,26 @@ def _normalised(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def write_archive(path: Path, out_dir: Path, members: Iterable[str]) -> None:
-    """``dataset.tgz`` of ``members`` (relative files), streamed one file at a time.
+def write_archive(
+    path: Path, out_dir: Path, files: Iterable[str], folders: Collection[str] = ()
+) -> None:
+    """``dataset.tgz`` of ``files`` and ``folders`` (relative paths), streamed one at a time.
 
-    Members are stored in sorted order under their relative names; each class folder gets a
-    directory entry before its files.
+    ``files`` must come sorted, each once, and is read once as it comes (it may be a cursor):
+    one out of order is a ValueError. ``folders`` (the class folders: few) get a directory
+    entry each. Every member is stored in sorted order under its relative name.
     """
-    names = sorted({safe_relpath(m) for m in members})
-    folders = sorted({n.rpartition("/")[0] for n in names} - {""})
-    # Both are sorted: merging them gives sorted entries without a list of them all.
-    entries = heapq.merge(((n, False) for n in names), ((d, True) for d in folders))
+
+    def checked(names: Iterable[str]) -> Iterator[tuple[str, bool]]:
+        last = ""
+        for name in names:
+            if name <= last:
+                raise ValueError(f"archive members out of order: {name!r} after {last!r}")
+            last = name
+            yield safe_relpath(name), False
+
+    dirs = sorted({safe_relpath(d) for d in folders})
+    entries = heapq.merge(checked(files), ((d, True) for d in dirs))
     with (
         atomic_target(path) as tmp,
         open(tmp, "wb") as raw,
@@ -489,53 +556,57 @@ def write_outputs(
     ``rows`` is read in three passes, each in the order its artifact needs: all rows by class
     and rank (counts, missing files, selection), the dataset's rows of each class by rank
     (``urls_data.json``), and the dataset's rows by path (``metadata.jsonl``). Between passes
-    only the dataset's relative paths are held. ``exhausted`` says per class whether its search
-    ran dry (for the short-class warning).
+    the dataset's paths and split are kept in a :class:`DatasetIndex` (on disk), so memory does
+    not grow with the dataset. ``exhausted`` says per class whether its search ran dry (for the
+    short-class warning).
     """
-    exhausted = exhausted or {}
+    with DatasetIndex([spec.name for spec in config.classes]) as dataset:
+        return _write_outputs(rows, config, out_dir, stats, dataset, exhausted or {})
+
+
+def _write_outputs(
+    rows: Rows,
+    config: Config,
+    out_dir: Path,
+    stats: RunStats,
+    dataset: DatasetIndex,
+    exhausted: Mapping[str, bool],
+) -> AssemblyReport:
     artifacts = (SPLIT_FILE, SUBSET_FILE, URLS_FILE, METADATA_FILE, SUMMARY_TXT, SUMMARY_JSON)
     _clean_stale_temps(out_dir, (*artifacts, ARCHIVE_FILE))
     labels = [spec.name for spec in config.classes]
 
     # Pass 1. A good row whose file has gone (deleted by hand) is left out; a surplus one takes
-    # its place. Its (label, rank) is remembered so the later passes skip it too.
+    # its place.
     by_status: dict[str, Counter[str]] = {label: Counter() for label in labels}
     missing: Counter[str] = Counter()
-    gone: set[tuple[str, int]] = set()
+    for row in _read(rows):
+        counts = by_status.get(row.label)
+        if counts is None:
+            continue
+        counts[row.status] += 1
+        if row.status != Status.OK:
+            continue
+        relpath = _relpath(row)
+        if not os.path.isfile(os.path.join(out_dir, relpath)):
+            missing[row.label] += 1
+            log.warning("%s is recorded as downloaded but missing: left out", relpath)
+            continue
+        dataset.add(row.label, row.seq, relpath)
+    # The dataset: per class, its first ``count`` good images in search order.
+    dataset.keep_first({spec.name: spec.count for spec in config.classes})
+    split = dataset.split(config.split)
+    subset = dataset.subset(config.subset) if config.subset is not None else None
 
-    def present(candidates: Iterable[CandidateRow]) -> Iterator[CandidateRow]:
-        for row in candidates:
-            counts = by_status.get(row.label)
-            if counts is None:
-                continue
-            counts[row.status] += 1
-            if row.status != Status.OK:
-                continue
-            if not os.path.isfile(os.path.join(out_dir, _relpath(row))):
-                missing[row.label] += 1
-                gone.add((row.label, row.seq))
-                log.warning("%s is recorded as downloaded but missing: left out", _relpath(row))
-                continue
-            yield row
-
-    selected = select_images(present(_read(rows)), config)
-    split = split_dataset({label: chosen.paths for label, chosen in selected.items()}, config.split)
-    subset = subset_split(split, config.subset) if config.subset is not None else None
-    in_test = set(split.test)
-
-    def dataset_rows(label: str | None, order: RowOrder) -> Iterator[CandidateRow]:
-        """The selected rows again, with every field: ``ok``, present, at most the last rank."""
-        expected = sum(len(c.paths) for name, c in selected.items() if label in (None, name))
+    def dataset_rows(label: str | None, order: RowOrder) -> Iterator[tuple[CandidateRow, str]]:
+        """The dataset's rows again, with every field, and the split each is in."""
+        expected = dataset.count(label)
         found = 0
         for row in _read(rows, label=label, statuses=OK_ONLY, order=order):
-            chosen = selected.get(row.label)
-            if (
-                chosen is not None
-                and row.seq <= chosen.last_seq
-                and (row.label, row.seq) not in gone
-            ):
+            in_split = dataset.split_of(_relpath(row))
+            if in_split is not None:
                 found += 1
-                yield row
+                yield row, in_split
         if found != expected:  # the passes must agree; only a concurrent writer could part them
             raise RuntimeError(f"the state changed during assembly: {found} != {expected} rows")
 
@@ -546,9 +617,13 @@ def write_outputs(
         writer(target, value)
         written.append(target)
 
-    emit(SPLIT_FILE, _write_json_lists, split.to_json().items())
+    emit(SPLIT_FILE, _write_json_lists, [(n, dataset.paths(n)) for n in ("train", "test")])
     if subset is not None:
-        emit(SUBSET_FILE, _write_json_lists, subset.to_json().items())
+        emit(
+            SUBSET_FILE,
+            _write_json_lists,
+            [(n, dataset.paths(n, subset=True)) for n in ("train", "test")],
+        )
     else:
         # A subset file from an earlier configuration would no longer match this split.
         (out_dir / SUBSET_FILE).unlink(missing_ok=True)
@@ -556,22 +631,19 @@ def write_outputs(
     emit(
         URLS_FILE,
         _write_json_lists,
-        ((label, (r.url for r in dataset_rows(label, "class"))) for label in labels),
+        ((label, (r.url for r, _ in dataset_rows(label, "class"))) for label in labels),
     )
     emit(
         METADATA_FILE,
         _write_metadata,
-        (
-            metadata_record(r, "test" if _relpath(r) in in_test else "train")
-            for r in dataset_rows(None, "path")
-        ),
+        (metadata_record(r, in_split) for r, in_split in dataset_rows(None, "path")),
     )
 
     classes: list[ClassSummary] = []
     for spec in config.classes:
         counts = by_status[spec.name]
         reasons = [*DROP_REASONS, *sorted(set(counts) - set(DROP_REASONS) - {"ok", "pending"})]
-        good = len(selected[spec.name].paths)
+        good = dataset.count(spec.name)
         train_n, test_n = split.counts.get(spec.name, (0, 0))
         search_done = bool(exhausted.get(spec.name, False))
         classes.append(
@@ -611,7 +683,8 @@ def write_outputs(
     if subset is not None:
         artifacts_in_archive.append(SUBSET_FILE)
     target = out_dir / ARCHIVE_FILE
-    write_archive(target, out_dir, itertools.chain(split.train, split.test, artifacts_in_archive))
+    files = heapq.merge(dataset.paths(), sorted(artifacts_in_archive))
+    write_archive(target, out_dir, files, dataset.folders())
     written.append(target)
     for warning in warnings:
         log.warning("%s", warning)
@@ -658,8 +731,8 @@ def _summary_json(
     classes: Sequence[ClassSummary],
     warnings: Sequence[str],
     config: Config,
-    split: Split,
-    subset: Split | None,
+    split: SplitCounts,
+    subset: SplitCounts | None,
     stats: RunStats,
 ) -> dict[str, Any]:
     per_class = {c.label: c.to_json() for c in classes}
@@ -676,8 +749,8 @@ def _summary_json(
             "test_size": config.split.test_size,
             "seed": config.split.seed,
             "description": config.split.describe(),
-            "train": len(split.train),
-            "test": len(split.test),
+            "train": split.train,
+            "test": split.test,
         },
         "subset": None
         if subset is None or config.subset is None
@@ -685,8 +758,8 @@ def _summary_json(
             "percentage": config.subset.percentage,
             "seed": config.subset.seed,
             "file": SUBSET_FILE,
-            "train": len(subset.train),
-            "test": len(subset.test),
+            "train": subset.train,
+            "test": subset.test,
         },
         "dedup": {
             "cross_class": config.dedup.cross_class,

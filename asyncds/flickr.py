@@ -539,6 +539,11 @@ class ClassSearch:
     with more than 4,000 matches is halved (its page-1 photos are still used), otherwise its pages
     are walked up to ``pages`` or the cap — never further, since pages past either still return
     (repeated) photos. Newer halves are walked first.
+
+    Repeats (a last partial page, a photo listed in two windows) are skipped with a set of
+    every id yielded, preseeded with ``seen_ids``. With ``dedupe=False`` they are left to the
+    caller: the pipeline stores candidates under a (class, photo id) key that skips them, so
+    a class of 50,000 images needs no set of 50,000 ids in memory too.
     """
 
     def __init__(
@@ -552,6 +557,7 @@ class ClassSearch:
         start: int = FLICKR_EPOCH,
         end: int | None = None,
         seen_ids: Iterable[str] | None = None,
+        dedupe: bool = True,
     ) -> None:
         self._client = client
         self._spec = spec
@@ -560,7 +566,8 @@ class ClassSearch:
         # Pages that can hold the first 4,000 results; a last partial page may repeat a few,
         # which dedupe absorbs (for per_page dividing 4,000 this is exactly 4000 // per_page).
         self._page_cap = max(1, math.ceil(SEARCH_CAP / self._per_page))
-        self._seen: set[str] = set(seen_ids or ())
+        self._seen: set[str] | None = set(seen_ids or ()) if dedupe else None
+        self.found = 0  # candidates yielded (distinct when deduplicating)
         self._params: dict[str, Any] = {
             # A class without tags searches for its name (a parameterless search is error 3).
             "tags": ",".join(spec.tags or (spec.name,)),
@@ -593,7 +600,7 @@ class ClassSearch:
             if cur.window is None:
                 if not cur.pending:
                     cur = self.cursor = replace(cur, exhausted=True)
-                    log.info("%s: search exhausted (%d distinct photos)", label, len(self._seen))
+                    log.info("%s: search exhausted (%d photos found)", label, self.found)
                     yield PageResult([], cur, cur.total)
                     return
                 cur = replace(
@@ -647,14 +654,14 @@ class ClassSearch:
                 )
             cur = replace(cur, last_page=max(1, min(result.pages, self._page_cap)))
         log.debug(
-            "%s: window %d..%d page %d/%d (%d photos, %d seen)",
+            "%s: window %d..%d page %d/%d (%d photos, %d found so far)",
             label,
             lo,
             hi,
             cur.page,
             cur.last_page,
             len(result.photos),
-            len(self._seen),
+            self.found,
         )
         # Stop at last_page or Flickr's current `pages`; never wait for an empty page.
         if cur.page >= cur.last_page or cur.page >= result.pages or not result.photos:
@@ -663,12 +670,17 @@ class ClassSearch:
 
     def _new_candidates(self, photos: Iterable[Mapping[str, Any]]) -> list[Candidate]:
         fresh: list[Candidate] = []
+        seen = self._seen
         for photo in photos:
             candidate = candidate_from_photo(photo, self._spec.name, self._max_side)
-            if candidate is None or candidate.photo_id in self._seen:
+            if candidate is None:
                 continue
-            self._seen.add(candidate.photo_id)
+            if seen is not None:
+                if candidate.photo_id in seen:
+                    continue
+                seen.add(candidate.photo_id)
             fresh.append(candidate)
+        self.found += len(fresh)
         return fresh
 
 

@@ -70,11 +70,29 @@ def image_session(config: Config) -> aiohttp.ClientSession:
     )
 
 
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
 def _die_with_parent() -> None:
     """Pool worker initializer: a SIGKILLed run must not leave its workers behind (Linux)."""
     with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        _libc().prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas for this process, unless ``MALLOC_ARENA_MAX`` is set.
+
+    glibc gives threads their own arenas (up to 8 per core), and memory freed in one arena
+    serves only the threads that use it. The job's threads (the executor's file writes, the
+    state's thread, dedup and assembly) each kept their own high-water mark: at 50,000 images
+    the run peaked 17 MB higher than with 2 arenas, in the same time (benchmarks/bench_memory).
+    Call it before any thread starts. A no-op where there is no glibc ``mallopt``.
+    """
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        _libc().mallopt(-8, arenas)  # M_ARENA_MAX
 
 
 def process_pool() -> ProcessPoolExecutor:

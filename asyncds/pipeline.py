@@ -158,8 +158,8 @@ class Pipeline:
             self.config.flickr,
             max_side=self.config.image.max_side,
             cursor=SearchCursor.from_json(search_state.cursor) if search_state.cursor else None,
+            dedupe=False,  # add_page skips ids the class holds (its primary key): no id set here
         )
-        # Ids the class already holds need no memory here: add_page skips them (primary key).
         async for page in search.pages():
             rows = await self.state.add_page(
                 spec.name,

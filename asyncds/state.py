@@ -457,6 +457,24 @@ class RowStream:
             conn.close()
 
 
+def scratch_database(schema: str, *, cache_kib: int = 1024) -> sqlite3.Connection:
+    """A private SQLite database on disk for one computation's working set (blocking).
+
+    Dedup's index and assembly's list of the dataset's images live in one of these instead of
+    Python containers, so their memory is the page cache (``cache_kib``) whatever the count.
+    SQLite makes an anonymous temporary file (unlinked at once: nothing is left behind, even
+    by a killed run) and deletes it on close. ``schema`` is created, then one transaction is
+    opened that is never committed: no journal and no syncs for data nobody keeps.
+    """
+    conn = sqlite3.connect("", isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
+    conn.execute("PRAGMA journal_mode = OFF")
+    conn.execute("PRAGMA temp_store = FILE")  # sorts spill to disk, not to memory
+    conn.executescript(schema)
+    conn.execute("BEGIN")
+    return conn
+
+
 # -- the output folder ---------------------------------------------------------------------
 
 

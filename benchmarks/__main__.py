@@ -3,6 +3,13 @@
 import subprocess
 import sys
 
-for name in ("benchmarks.bench_imaging", "benchmarks.bench_pipeline"):
+BENCHMARKS = (
+    "benchmarks.bench_imaging",
+    "benchmarks.bench_pipeline",
+    "benchmarks.bench_dedup",
+    "benchmarks.bench_memory",
+)
+
+for name in BENCHMARKS:
     print(f"== {name}", flush=True)
     subprocess.run([sys.executable, "-m", name], check=True)

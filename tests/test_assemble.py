@@ -17,20 +17,19 @@ from PIL import Image
 from asyncds.assemble import (
     DROP_REASONS,
     AssemblyReport,
-    ClassSelection,
+    DatasetIndex,
     RunStats,
-    Split,
+    SplitCounts,
     UnsafePathError,
     apply_dedup,
     assemble_outputs,
     safe_relpath,
-    select_images,
-    split_dataset,
+    seeded_key,
     subset_count,
-    subset_split,
+    write_archive,
     write_outputs,
 )
-from asyncds.config import ClassSpec, Config, DedupSettings, SplitSpec, SubsetSpec
+from asyncds.config import ClassSpec, Config, SplitSpec, SubsetSpec
 from asyncds.flickr import Candidate
 from asyncds.state import TEMP_MARKER, CandidateRow, Outcome, StateStore, Status, image_relpath
 from tests import factories
@@ -66,31 +65,30 @@ def paths(label: str, n: int, start: int = 1) -> list[str]:
 # -- selection --------------------------------------------------------------------------------
 
 
-def plain_row(label: str, pid: str, seq: int, status: str = Status.OK) -> CandidateRow:
-    return CandidateRow(
-        label, pid, seq, "u", 1, 1, "o", "n", "t", 4, 0, status=status, path=f"{label}/{pid}.jpg"
-    )
+def indexed(selected: dict[str, list[str]], labels: list[str] | None = None) -> DatasetIndex:
+    """A DatasetIndex holding ``selected`` (label -> paths, ranked in list order)."""
+    index = DatasetIndex(labels or list(selected))
+    for label, ps in selected.items():
+        for rank, path in enumerate(ps, 1):
+            index.add(label, rank, path)
+    return index
 
 
-def test_select_images_takes_the_first_count_good_ones_in_search_order():
-    rows = [
-        plain_row("cat", "a", 4),
-        plain_row("cat", "b", 1),
-        plain_row("cat", "c", 2, Status.UNAVAILABLE),
-        plain_row("cat", "d", 3, Status.DUPLICATE),
-        plain_row("cat", "e", 6),
-        plain_row("cat", "f", 5, Status.PENDING),
-        plain_row("cat", "g", 7),
-        plain_row("owl", "h", 1),  # not configured
-    ]
-    config = Config(classes=(ClassSpec("dog", 5, ("dog",)), ClassSpec("cat", 3, ("cat",))))
-    random.Random(0).shuffle(rows)
-    selected = select_images(rows, config)
-    assert list(selected) == ["dog", "cat"]
-    assert selected["dog"] == ClassSelection(paths=(), last_seq=0)
-    assert selected["cat"] == ClassSelection(
-        paths=("cat/b.jpg", "cat/a.jpg", "cat/e.jpg"), last_seq=6
-    )
+def split_of(index: DatasetIndex) -> dict[str, list[str]]:
+    return {name: list(index.paths(name)) for name in ("train", "test")}
+
+
+def test_keep_first_keeps_the_lowest_ranks_of_each_class_in_any_order():
+    ranked = [("cat", 4, "cat/a.jpg"), ("cat", 1, "cat/b.jpg"), ("cat", 6, "cat/e.jpg")]
+    ranked += [("cat", 7, "cat/g.jpg"), ("owl", 1, "owl/h.jpg"), ("dog", 2, "dog/x.jpg")]
+    random.Random(0).shuffle(ranked)
+    with DatasetIndex(["dog", "cat"]) as index:
+        for label, seq, path in ranked:
+            index.add(label, seq, path)
+        index.keep_first({"dog": 5, "cat": 3})  # owl is not configured: forgotten
+        assert list(index.paths()) == ["cat/a.jpg", "cat/b.jpg", "cat/e.jpg", "dog/x.jpg"]
+        assert (index.count("cat"), index.count("dog"), index.count("owl")) == (3, 1, 0)
+        assert index.folders() == ["cat", "dog"]
 
 
 # -- splits -----------------------------------------------------------------------------------
@@ -99,29 +97,34 @@ def test_select_images_takes_the_first_count_good_ones_in_search_order():
 def test_split_is_seeded_and_independent_of_input_order():
     spec = SplitSpec(seed=42, type="absolute", test_size=3)
     selected = {"cat": paths("cat", 10), "dog": paths("dog", 8)}
-    split = split_dataset(selected, spec)
-    # a golden value: a str seed is hashed the same way in every run and every process
-    cat_test = [p for p in split.test if p.startswith("cat/")]
-    assert cat_test == ["cat/4.jpg", "cat/7.jpg", "cat/9.jpg"]
+    with indexed(selected) as index:
+        counts = index.split(spec)
+        split = split_of(index)
+    # a golden value: SHA-256 keys are the same in every run, process and machine
+    cat_test = [p for p in split["test"] if p.startswith("cat/")]
+    assert cat_test == sorted(sorted(paths("cat", 10), key=lambda p: seeded_key("42", p))[:3])
+    assert cat_test == ["cat/4.jpg", "cat/6.jpg", "cat/9.jpg"]
     for seed in range(4):
         rng = random.Random(seed)
         shuffled = {label: rng.sample(ps, len(ps)) for label, ps in selected.items()}
-        reordered = dict(reversed(list(shuffled.items())))
-        assert split_dataset(reordered, spec).to_json() == split.to_json()
-    assert list(split.train) == sorted(split.train) and list(split.test) == sorted(split.test)
-    assert set(split.train) | set(split.test) == {p for ps in selected.values() for p in ps}
-    assert not set(split.train) & set(split.test)
-    assert split.counts == {"cat": (7, 3), "dog": (5, 3)}
-    assert split.warnings == ()
-    other = split_dataset(selected, dataclasses.replace(spec, seed=43))
-    assert other.test != split.test
+        with indexed(dict(reversed(list(shuffled.items()))), ["cat", "dog"]) as other:
+            other.split(spec)
+            assert split_of(other) == split
+    assert split["train"] == sorted(split["train"]) and split["test"] == sorted(split["test"])
+    assert set(split["train"]) | set(split["test"]) == {p for ps in selected.values() for p in ps}
+    assert not set(split["train"]) & set(split["test"])
+    assert counts == SplitCounts({"cat": (7, 3), "dog": (5, 3)})
+    assert (counts.train, counts.test) == (12, 6)
+    with indexed(selected) as other:
+        other.split(dataclasses.replace(spec, seed=43))
+        assert split_of(other)["test"] != split["test"]
 
 
 def test_short_class_rule_in_an_absolute_split_and_its_warning():
     spec = SplitSpec(seed=1, type="absolute", test_size=5)
-    split = split_dataset(
-        {"cat": paths("cat", 9), "dog": paths("dog", 5), "fox": paths("fox", 1), "owl": []}, spec
-    )
+    selected = {"cat": paths("cat", 9), "dog": paths("dog", 5), "fox": paths("fox", 1), "owl": []}
+    with indexed(selected) as index:
+        split = index.split(spec)
     assert split.counts == {"cat": (4, 5), "dog": (3, 2), "fox": (1, 0), "owl": (0, 0)}
     text = "\n".join(split.warnings)
     assert (
@@ -135,30 +138,51 @@ def test_short_class_rule_in_an_absolute_split_and_its_warning():
 @pytest.mark.parametrize("test_size", [0.2, 20])
 def test_proportional_split_as_fraction_or_percent(test_size: float):
     spec = SplitSpec(seed=3, type="proportional", test_size=test_size)
-    split = split_dataset({"cat": paths("cat", 25), "dog": paths("dog", 10)}, spec)
-    assert split.counts == {"cat": (20, 5), "dog": (8, 2)}
-    same = split_dataset(
-        {"cat": paths("cat", 25), "dog": paths("dog", 10)},
-        SplitSpec(seed=3, type="proportional", test_size=0.2 if test_size == 20 else 20),
-    )
-    assert same.to_json() == split.to_json()
+    selected = {"cat": paths("cat", 25), "dog": paths("dog", 10)}
+    with indexed(selected) as index:
+        assert index.split(spec).counts == {"cat": (20, 5), "dog": (8, 2)}
+        split = split_of(index)
+    other = SplitSpec(seed=3, type="proportional", test_size=0.2 if test_size == 20 else 20)
+    with indexed(selected) as index:
+        index.split(other)
+        assert split_of(index) == split
 
 
 def test_subset_takes_a_seeded_share_of_each_split_and_class():
-    split = split_dataset(
-        {"cat": paths("cat", 30), "dog": paths("dog", 11)},
-        SplitSpec(seed=42, type="absolute", test_size=5),
-    )
-    subset = subset_split(split, SubsetSpec(percentage=10, seed=7))
-    # cat: 10% of 25 train is 2.5 -> 3 (halves up); of 5 test, 0.5 -> 1; dog: at least one each
-    assert subset.counts == {"cat": (3, 1), "dog": (1, 1)}
-    assert set(subset.train) <= set(split.train) and set(subset.test) <= set(split.test)
-    assert list(subset.train) == sorted(subset.train)
-    again = subset_split(
-        Split(tuple(reversed(split.train)), tuple(reversed(split.test))), SubsetSpec(10, 7)
-    )
-    assert again.to_json() == subset.to_json()
-    assert subset_split(split, SubsetSpec(10, 8)).to_json() != subset.to_json()
+    selected = {"cat": paths("cat", 30), "dog": paths("dog", 11)}
+    spec = SplitSpec(seed=42, type="absolute", test_size=5)
+    with indexed(selected) as index:
+        index.split(spec)
+        split = split_of(index)
+        counts = index.subset(SubsetSpec(percentage=10, seed=7))
+        subset = {name: list(index.paths(name, subset=True)) for name in ("train", "test")}
+        # cat: 10% of 25 train is 2.5 -> 3 (halves up); of 5 test, 0.5 -> 1; dog: one each
+        assert counts.counts == {"cat": (3, 1), "dog": (1, 1)}
+        assert set(subset["train"]) <= set(split["train"])
+        assert set(subset["test"]) <= set(split["test"])
+        assert subset["train"] == sorted(subset["train"])
+        index.subset(SubsetSpec(10, 8))
+        assert list(index.paths("train", subset=True)) != subset["train"]
+    reordered = {label: ps[::-1] for label, ps in reversed(selected.items())}
+    with indexed(reordered, ["cat", "dog"]) as index:
+        index.split(spec)
+        index.subset(SubsetSpec(10, 7))
+        assert [list(index.paths(n, subset=True)) for n in ("train", "test")] == [
+            subset["train"],
+            subset["test"],
+        ]
+
+
+def test_the_archive_refuses_files_out_of_order(tmp_path: Path):
+    (tmp_path / "cat").mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / "cat" / name).write_bytes(b"x")
+    with pytest.raises(ValueError, match="out of order"):
+        write_archive(tmp_path / "d.tgz", tmp_path, ["cat/b.jpg", "cat/a.jpg"], ["cat"])
+    assert not (tmp_path / "d.tgz").exists()
+    write_archive(tmp_path / "d.tgz", tmp_path, ["cat/a.jpg", "cat/b.jpg"], ["cat"])
+    with tarfile.open(tmp_path / "d.tgz") as tar:
+        assert tar.getnames() == ["cat", "cat/a.jpg", "cat/b.jpg"]
 
 
 def test_subset_count_rounds_half_up_and_keeps_one():
@@ -493,15 +517,10 @@ async def test_a_class_without_images_is_an_empty_list(assembled):
     assert json.loads(text)["owl"] == []
 
 
-async def test_dedup_and_assembly_stream_the_state_instead_of_holding_its_rows(tmp_path: Path):
-    # Memory must not grow with the dataset: dedup and every artifact read the state a chunk
-    # at a time. Rows with real-sized urls and titles (about a kilobyte each, as in a real
-    # state) make holding them all plainly costlier than what is kept: dedup's indexes and
-    # the split's paths. The near-duplicate index (inherent, tested on its own) is off here so
-    # that dedup's share is about rows too.
-    out = tmp_path / "out"
-    n = 3000
+async def measure_dedup_and_assembly(out: Path, n: int) -> tuple[int, int]:
+    """Peak Python memory (bytes) of dedup and of assembly over a state of ``n`` good images."""
     (out / "cat").mkdir(parents=True)
+    rng = random.Random(n)
     async with await StateStore.open(out / "asyncds-state.sqlite") as state:
         await state.add_page(
             "cat",
@@ -522,45 +541,46 @@ async def test_dedup_and_assembly_stream_the_state_instead_of_holding_its_rows(t
         for i in range(1, n + 1):
             relpath = image_relpath("cat", str(i))
             (out / relpath).write_bytes(b"jpeg")
+            phash = f"{rng.getrandbits(64):016x}"  # far apart: nothing is dropped
             state.record(
-                Outcome("cat", str(i), Status.OK, sha256=f"{i:064x}", phash="0", path=relpath)
+                Outcome("cat", str(i), Status.OK, sha256=f"{i:064x}", phash=phash, path=relpath)
             )
         await state.flush()
         config = Config(
             classes=(ClassSpec("cat", n, ("cat",)),),
             split=SplitSpec(seed=1, type="proportional", test_size=0.1),
-            dedup=DedupSettings(phash_distance=0),
+            subset=SubsetSpec(percentage=10, seed=2),
             output_dir=out,
         )
-
-        def peak_of(started: int) -> int:
-            return tracemalloc.get_traced_memory()[1] - started
-
         # A first run, unmeasured: one-off growth (caches, lazy imports, the interned-string
         # table) is not what this test is about.
         await apply_dedup(state, config, out)
         await assemble_outputs(state, config, out, STATS)
         tracemalloc.start()
         try:
-            # Read here, not on the store's thread, so that dropping the list frees it at once.
-            started = tracemalloc.get_traced_memory()[0]
-            held = list(state.stream())
-            materialised = tracemalloc.get_traced_memory()[0] - started
-            del held
-            tracemalloc.reset_peak()
             started = tracemalloc.get_traced_memory()[0]
             good = await apply_dedup(state, config, out)
-            dedup_peak = peak_of(started)
+            dedup_peak = tracemalloc.get_traced_memory()[1] - started
             tracemalloc.reset_peak()
             started = tracemalloc.get_traced_memory()[0]
             report = await assemble_outputs(state, config, out, STATS)
-            assembly_peak = peak_of(started)
+            assembly_peak = tracemalloc.get_traced_memory()[1] - started
         finally:
             tracemalloc.stop()
     assert good == report.counts == {"cat": n}
     assert len((out / "metadata.jsonl").read_text().splitlines()) == n
-    assert dedup_peak < materialised / 2, f"dedup: {dedup_peak} B, the rows: {materialised} B"
-    assert assembly_peak < materialised / 3, f"assembly: {assembly_peak} B, rows: {materialised} B"
+    return dedup_peak, assembly_peak
+
+
+async def test_dedup_and_assembly_memory_does_not_grow_with_the_dataset(tmp_path: Path):
+    # Rows are streamed from the state a chunk at a time; dedup's index and the dataset's
+    # paths and split live in scratch SQLite files. So eight times the images must not take
+    # more Python memory (SQLite's own page cache is bounded and not traced here).
+    small = await measure_dedup_and_assembly(tmp_path / "small", 500)
+    large = await measure_dedup_and_assembly(tmp_path / "large", 4000)
+    slack = 64 * 1024  # allocator noise: a few chunks of rows, buffers
+    assert large[0] < small[0] * 1.25 + slack, f"dedup: {small[0]} B -> {large[0]} B"
+    assert large[1] < small[1] * 1.25 + slack, f"assembly: {small[1]} B -> {large[1]} B"
 
 
 async def test_the_output_loads_with_hugging_face_datasets(assembled, tmp_path: Path):

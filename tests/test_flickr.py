@@ -323,6 +323,25 @@ async def test_duplicates_within_pages_and_across_windows_are_dropped(session, m
     assert len(ids) == len(set(ids)) == 9_000
 
 
+async def test_without_dedupe_repeats_are_left_to_the_caller(session, mocked):
+    # The pipeline's state skips repeats by its (class, photo id) key; the search keeps no set.
+    fake = FakeFlickr(catalog_9000(), dupes=True)
+    mocked.get(API_RE, callback=fake, repeat=True)
+    search = ClassSearch(
+        make_client(session),
+        FOX,
+        settings(),
+        max_side=240,
+        start=T0,
+        end=T0 + 10_000_000,
+        dedupe=False,
+    )
+    ids = ids_of(await walk(search))
+    assert len(set(ids)) == 9_000
+    assert len(ids) > 9_000, "the fixture repeats photos across windows"
+    assert search.found == len(ids)
+
+
 async def test_seen_ids_preseed_the_dedupe(session, mocked):
     fake = FakeFlickr([T0 + i for i in range(10)])
     mocked.get(API_RE, callback=fake, repeat=True)
