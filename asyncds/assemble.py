@@ -52,6 +52,9 @@ from asyncds.state import (
 
 log = logging.getLogger(__name__)
 
+# Bump when an unchanged state and config would give other artifacts (2: the split ranks by
+# SHA-256 of seed:path): a folder assembled by an older version is then re-assembled.
+ASSEMBLY_VERSION = 2
 SPLIT_FILE = "train_test_split.json"
 SUBSET_FILE = "train_test_split_subset.json"
 URLS_FILE = "urls_data.json"

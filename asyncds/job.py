@@ -25,7 +25,7 @@ from pathlib import Path
 
 import aiohttp
 
-from asyncds.assemble import RunStats, apply_dedup, assemble_outputs
+from asyncds.assemble import ASSEMBLY_VERSION, RunStats, apply_dedup, assemble_outputs
 from asyncds.config import OUTPUT_FILE_NAMES, Config
 from asyncds.flickr import FlickrClient, collect_candidates
 from asyncds.pipeline import Pipeline, initial_progress
@@ -123,7 +123,14 @@ def delete_fresh(targets: list[Path]) -> None:
 
 def _fingerprint(config: Config) -> str:
     """What the artifacts depend on besides the state: a change re-assembles them."""
-    relevant = (config.classes, config.split, config.subset, config.dedup, config.image)
+    relevant = (
+        ASSEMBLY_VERSION,
+        config.classes,
+        config.split,
+        config.subset,
+        config.dedup,
+        config.image,
+    )
     return hashlib.sha256(repr(relevant).encode()).hexdigest()
 
 
