@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = "asyncds-state.sqlite"
 LOCK_FILE = ".asyncds.lock"
 TEMP_MARKER = ".part-"
+STREAM_CACHE_KIB = 512  # page cache of a RowStream's connection
 
 T = TypeVar("T")
 
@@ -449,6 +450,9 @@ class RowStream:
             f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False
         )
         try:
+            # One pass in index or sorted order needs few cached pages; the default 2 MB
+            # would only add to every stream's memory (a sort spills to a temp file anyway).
+            conn.execute(f"PRAGMA cache_size = -{STREAM_CACHE_KIB}")
             cursor = conn.execute(sql, params)
             while chunk := cursor.fetchmany(self.chunk_size):
                 for values in chunk:
