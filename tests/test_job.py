@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import platform
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,11 @@ async def test_a_new_assembly_version_reassembles_without_downloading(
         assert emu.stats.total_image_requests == images
         await rerun()
         assert identities(out) == again
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="a glibc tuning")
+def test_malloc_arenas_are_capped_unless_the_user_chose(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert job.limit_malloc_arenas() is True
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert job.limit_malloc_arenas() is False
