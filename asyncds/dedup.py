@@ -149,7 +149,7 @@ class SeenIndex:
         )
 
     def add_hash(self, n: int, h: int) -> None:
-        """Index the 64-bit hash ``h`` under number ``n`` (numbers must come in order)."""
+        """Index the 64-bit hash ``h`` under number ``n`` (lookups prefer the lowest ``n``)."""
         stored = _signed(h)
         self._db.executemany(
             "INSERT INTO part VALUES (?, ?, ?, ?)",

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from asyncds.flickr import Candidate
+from asyncds.state import Outcome, StateStore, Status, image_relpath
 
 
 def candidate(label: str, pid: str, **fields: Any) -> Candidate:
@@ -23,3 +29,25 @@ def candidate(label: str, pid: str, **fields: Any) -> Candidate:
     }
     values.update(fields)
     return Candidate(**values)
+
+
+def store_image(
+    state: StateStore, out: Path, label: str, pid: str, data: bytes, phash: int
+) -> None:
+    """Write ``data`` as the stored image of ``label``/``pid`` and record it as downloaded."""
+    relpath = image_relpath(label, pid)
+    (out / relpath).write_bytes(data)
+    with Image.open(io.BytesIO(data)) as im:
+        width, height = im.size
+    state.record(
+        Outcome(
+            label,
+            pid,
+            Status.OK,
+            sha256=hashlib.sha256(data).hexdigest(),
+            phash=f"{phash:016x}",
+            path=relpath,
+            stored_width=width,
+            stored_height=height,
+        )
+    )

@@ -264,23 +264,7 @@ async def build_state(out: Path) -> StateStore:
                 state.record(Outcome(label, pid, status, f"because {status}"))
                 continue
             seed += 1
-            data = jpeg(seed)
-            relpath = image_relpath(label, pid)
-            (out / relpath).write_bytes(data)
-            with Image.open(io.BytesIO(data)) as im:
-                width, height = im.size
-            state.record(
-                Outcome(
-                    label,
-                    pid,
-                    Status.OK,
-                    sha256=hashlib.sha256(data).hexdigest(),
-                    phash=f"{seed:016x}",
-                    path=relpath,
-                    stored_width=width,
-                    stored_height=height,
-                )
-            )
+            factories.store_image(state, out, label, pid, jpeg(seed), seed)
     await state.flush()
     return state
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import random
 from collections.abc import Iterable
@@ -22,7 +21,8 @@ from asyncds.dedup import (
     kept_rows,
     plan_dedup,
 )
-from asyncds.state import CandidateRow, Outcome, StateStore, Status, image_relpath
+from asyncds.state import CandidateRow, StateStore, Status, image_relpath
+from tests import factories
 from tests.factories import candidate
 
 BASE = 0x8F3C_51A2_0E77_D419
@@ -369,20 +369,7 @@ async def store_images(
     )
     (out / label).mkdir(parents=True, exist_ok=True)
     for pid, data, phash in images:
-        relpath = image_relpath(label, pid)
-        (out / relpath).write_bytes(data)
-        state.record(
-            Outcome(
-                label,
-                pid,
-                Status.OK,
-                sha256=hashlib.sha256(data).hexdigest(),
-                phash=f"{phash:016x}",
-                path=relpath,
-                stored_width=24,
-                stored_height=16,
-            )
-        )
+        factories.store_image(state, out, label, pid, data, phash)
     await state.flush()
 
 
