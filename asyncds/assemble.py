@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gzip
 import hashlib
 import heapq
 import json
@@ -27,6 +28,7 @@ import logging
 import math
 import os
 import tarfile
+import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -55,6 +57,11 @@ log = logging.getLogger(__name__)
 # Bump when an unchanged state and config would give other artifacts (2: the split ranks by
 # SHA-256 of seed:path): a folder assembled by an older version is then re-assembled.
 ASSEMBLY_VERSION = 2
+# dataset.tgz is a gzip stream of stored (level 0) blocks: JPEGs do not compress (239 MB in,
+# 239 MB out at level 6, for 8 s of a 20,000-image run); it stays a valid .tgz for every tool.
+ARCHIVE_LEVEL = 0
+_ARCHIVE_BUFFER = 1 << 20
+_ARCHIVE_CHUNK = 1 << 18  # a file larger than this (metadata.jsonl) is copied in chunks
 SPLIT_FILE = "train_test_split.json"
 SUBSET_FILE = "train_test_split_subset.json"
 URLS_FILE = "urls_data.json"
@@ -136,6 +143,7 @@ class AssemblyReport:
     classes: tuple[ClassSummary, ...]
     warnings: tuple[str, ...]
     paths: tuple[Path, ...]  # every artifact written
+    archive_s: float = 0.0  # time spent writing dataset.tgz
 
     @property
     def counts(self) -> dict[str, int]:
@@ -453,14 +461,6 @@ def _write_metadata(path: Path, records: Iterable[dict[str, Any]]) -> None:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-def _normalised(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    # No trace of the builder's account, and plain permissions, whoever ran it.
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.mode = 0o755 if info.isdir() else 0o644
-    return info
-
-
 def write_archive(
     path: Path, out_dir: Path, files: Iterable[str], folders: Collection[str] = ()
 ) -> None:
@@ -468,7 +468,12 @@ def write_archive(
 
     ``files`` must come sorted, each once, and is read once as it comes (it may be a cursor):
     one out of order is a ValueError. ``folders`` (the class folders: few) get a directory
-    entry each. Every member is stored in sorted order under its relative name.
+    entry each. Every member is stored in sorted order under its relative name, owned by
+    uid/gid 0 with no user names and plain permissions, whoever ran it.
+
+    The gzip stream is level :data:`ARCHIVE_LEVEL` and the tar headers are built here rather
+    than by ``tarfile.TarFile.add`` (see :func:`tar_header`): at 20,000 images that took 8 s
+    at level 6 for no smaller file, and ``add`` alone costs about 0.2 ms per member.
     """
 
     def checked(names: Iterable[str]) -> Iterator[tuple[str, bool]]:
@@ -481,23 +486,67 @@ def write_archive(
 
     dirs = sorted({safe_relpath(d) for d in folders})
     entries = heapq.merge(checked(files), ((d, True) for d in dirs))
+    written = 0
     with (
         atomic_target(path) as tmp,
-        open(tmp, "wb") as raw,
+        open(tmp, "wb", buffering=_ARCHIVE_BUFFER) as raw,
         # The name only goes into the gzip header: the final one, not the temporary one.
-        tarfile.open(path.name, "w:gz", fileobj=raw, compresslevel=6) as tar,
+        gzip.GzipFile(path.name, "wb", compresslevel=ARCHIVE_LEVEL, fileobj=raw) as gz,
     ):
         for name, is_folder in entries:
             source = os.path.join(out_dir, name)
             if is_folder:
-                tar.add(source, arcname=name, recursive=False, filter=_normalised)
-            else:
-                tar.add(source, arcname=name, filter=_normalised)
-            # TarFile remembers every member added (a TarInfo, and its inode to find hard links
-            # among later files): ~7 MB per 10k images. Forget them: members are never read
-            # back, and each image is its own file (a hard link would be stored as a copy).
-            tar.members.clear()
-            tar.inodes.clear()
+                written += gz.write(tar_header(name, 0, int(os.stat(source).st_mtime), is_dir=True))
+                continue
+            with open(source, "rb", buffering=0) as f:
+                st = os.fstat(f.fileno())
+                header = tar_header(name, st.st_size, int(st.st_mtime), is_dir=False)
+                padding = bytes(-st.st_size % tarfile.BLOCKSIZE)
+                if st.st_size <= _ARCHIVE_CHUNK:  # an image: one read, one write
+                    data = f.read()
+                    written += gz.write(b"".join((header, data, padding)))
+                    copied = len(data)
+                else:  # a large artifact (metadata.jsonl), in chunks
+                    written += gz.write(header)
+                    copied = 0
+                    while chunk := f.read(_ARCHIVE_CHUNK):
+                        written += gz.write(chunk)
+                        copied += len(chunk)
+                    written += gz.write(padding)
+            if copied != st.st_size:
+                raise RuntimeError(f"{source} changed while it was being archived")
+        # Two zero blocks end the archive; tarfile pads it to a whole record, and so do we.
+        end = 2 * tarfile.BLOCKSIZE
+        gz.write(bytes(end + -(written + end) % tarfile.RECORDSIZE))
+
+
+def tar_header(name: str, size: int, mtime: int, *, is_dir: bool) -> bytes:
+    """The 512-byte header ``tarfile`` writes (PAX format) for a member owned by uid/gid 0
+    with no user names, mode 644 (755 for a folder): built directly for the usual short ASCII
+    name, a tenth of the cost; any other name goes through ``tarfile.TarInfo``."""
+    if is_dir:
+        name += "/"
+    mode = 0o755 if is_dir else 0o644
+    if len(name) > 100 or not name.isascii() or not (0 <= size < 8**11 and 0 <= mtime < 8**11):
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = size, mtime, mode
+        info.type = tarfile.DIRTYPE if is_dir else tarfile.REGTYPE
+        return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    header = b"".join(
+        (
+            name.encode("ascii").ljust(100, b"\0"),
+            b"%07o\0" % mode,
+            b"0000000\0" * 2,  # uid, gid
+            b"%011o\0" % size,
+            b"%011o\0" % mtime,
+            b"        ",  # the checksum, counted as spaces
+            tarfile.DIRTYPE if is_dir else tarfile.REGTYPE,
+            bytes(100),  # linkname
+            tarfile.POSIX_MAGIC,
+            bytes(64 + 16 + 167),  # uname, gname, devmajor, devminor, prefix, padding
+        )
+    )
+    return b"%s%06o\0 %s" % (header[:148], sum(header), header[156:])
 
 
 def _clean_stale_temps(out_dir: Path, names: Iterable[str]) -> None:
@@ -687,11 +736,13 @@ def _write_outputs(
         artifacts_in_archive.append(SUBSET_FILE)
     target = out_dir / ARCHIVE_FILE
     files = heapq.merge(dataset.paths(), sorted(artifacts_in_archive))
+    archive_started = time.perf_counter()
     write_archive(target, out_dir, files, dataset.folders())
+    archive_s = time.perf_counter() - archive_started
     written.append(target)
     for warning in warnings:
         log.warning("%s", warning)
-    return AssemblyReport(tuple(classes), tuple(warnings), tuple(written))
+    return AssemblyReport(tuple(classes), tuple(warnings), tuple(written), archive_s)
 
 
 async def assemble_outputs(

@@ -11,6 +11,7 @@ reported at once.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from aiohttp import hdrs
 from tenacity import RetryCallState
 from yarl import URL
 
-from asyncds.retry import RetryPolicy, TransientError, parse_retry_after, retrying
+from asyncds.retry import RetryPolicy, TransientError, call_with_retries, parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,8 @@ def register_placeholder(data: bytes) -> str:
 
 def is_placeholder_url(url: URL | str) -> bool:
     """Whether ``url`` is (a variant of) Flickr's "photo unavailable" image."""
-    return PLACEHOLDER_MARKER in URL(url).path.lower()
+    path = url.path if isinstance(url, URL) else URL(url).path
+    return PLACEHOLDER_MARKER in path.lower()
 
 
 def sniff_image_type(data: bytes) -> str | None:
@@ -134,21 +136,24 @@ async def fetch_image(
     ``timeout_s`` bounds each attempt (connect, headers and body); ``max_bytes`` caps the body,
     which is streamed and abandoned as soon as the cap is crossed.
     """
-    timeout = aiohttp.ClientTimeout(total=timeout_s, sock_read=timeout_s)
-    shown = _display(url)
+    timeout = _timeout(timeout_s)
     attempts = 0
+    try:
+        target = URL(url)  # parsed once; redirects and aiohttp reuse it
+    except (ValueError, TypeError) as exc:
+        return FetchResult(FetchStatus.NETWORK_ERROR, _describe(exc, timeout_s), attempts=0)
 
     async def attempt() -> FetchResult:
         nonlocal attempts
         attempts += 1
-        return await _fetch_once(session, url, max_bytes=max_bytes, timeout=timeout)
+        return await _fetch_once(session, target, max_bytes=max_bytes, timeout=timeout)
 
     def log_retry(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
         log.debug(
             "fetch %s: attempt %d failed (%s); retrying in %.2fs",
-            shown,
+            _display(target),
             state.attempt_number,
             _describe(exc, timeout_s),
             wait,
@@ -156,10 +161,9 @@ async def fetch_image(
 
     # The shared policy logs each retry at INFO with the exception text; per-image retries are
     # routine and aiohttp texts may carry full URLs, so log them here at DEBUG, query-free.
-    controller = retrying(retry).copy(before_sleep=log_retry)
     spent = "retries spent"
     try:
-        result = await controller(attempt)
+        result = await call_with_retries(retry, attempt, before_sleep=log_retry)
     except _RetryableFault as exc:
         return FetchResult(
             exc.status,
@@ -178,17 +182,24 @@ async def fetch_image(
     except Exception as exc:
         # The contract is "never raises for a per-image fault"; keep the pipeline running but
         # leave a trace, by type only (messages may quote the URL).
-        log.warning("fetch %s: unexpected %s", shown, type(exc).__name__)
+        log.warning("fetch %s: unexpected %s", _display(target), type(exc).__name__)
         reason = f"unexpected error: {type(exc).__name__}"
         return FetchResult(FetchStatus.NETWORK_ERROR, reason, attempts=attempts)
+    if attempts == 1:
+        return result
     return dataclasses.replace(result, attempts=attempts)
 
 
+@functools.lru_cache(maxsize=8)
+def _timeout(timeout_s: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=timeout_s, sock_read=timeout_s)
+
+
 async def _fetch_once(
-    session: aiohttp.ClientSession, url: str, *, max_bytes: int, timeout: aiohttp.ClientTimeout
+    session: aiohttp.ClientSession, url: URL, *, max_bytes: int, timeout: aiohttp.ClientTimeout
 ) -> FetchResult:
     """One attempt: follow redirects ourselves so a placeholder redirect is never followed."""
-    current = URL(url)
+    current = url
     for _ in range(_MAX_REDIRECTS + 1):
         if is_placeholder_url(current):
             return FetchResult(
@@ -251,17 +262,22 @@ async def _read_response(resp: aiohttp.ClientResponse, max_bytes: int) -> FetchR
             content_type=ctype,
         )
 
-    body = bytearray()
-    async for chunk in resp.content.iter_chunked(_CHUNK_BYTES):
-        body += chunk
-        if len(body) > max_bytes:
-            resp.close()
-            return FetchResult(
-                FetchStatus.TOO_LARGE,
-                f"body exceeds the cap of {max_bytes} bytes (stopped reading)",
-                final_url=final_url,
-                content_type=ctype,
-            )
+    if declared is not None and not resp.headers.get(hdrs.CONTENT_ENCODING):
+        # Within the cap by its declared length, and aiohttp reads no more than that: one
+        # read, no chunk loop and no copy.
+        body: bytes | bytearray = await resp.read()
+    else:
+        body = bytearray()
+        async for chunk in resp.content.iter_chunked(_CHUNK_BYTES):
+            body += chunk
+            if len(body) > max_bytes:
+                resp.close()
+                return FetchResult(
+                    FetchStatus.TOO_LARGE,
+                    f"body exceeds the cap of {max_bytes} bytes (stopped reading)",
+                    final_url=final_url,
+                    content_type=ctype,
+                )
     # aiohttp raises ClientPayloadError for a short body; this also catches any path that does
     # not (a decoded body's length is not comparable, hence the Content-Encoding guard).
     if (
@@ -276,7 +292,7 @@ async def _read_response(resp: aiohttp.ClientResponse, max_bytes: int) -> FetchR
             content_type=ctype,
         )
 
-    data = bytes(body)
+    data = bytes(body)  # no copy when it is bytes already
     if PLACEHOLDER_SHA256 and hashlib.sha256(data).hexdigest() in PLACEHOLDER_SHA256:
         return FetchResult(
             FetchStatus.UNAVAILABLE,
@@ -314,10 +330,10 @@ def _http_text(resp: aiohttp.ClientResponse) -> str:
     return f"HTTP {resp.status} {resp.reason}" if resp.reason else f"HTTP {resp.status}"
 
 
-def _display(url: str) -> str:
+def _display(url: URL) -> str:
     """The URL without query or fragment, for logs."""
     try:
-        return str(URL(url).with_query(None).with_fragment(None))
+        return str(url.with_query(None).with_fragment(None))
     except (ValueError, TypeError):
         return "<invalid URL>"
 

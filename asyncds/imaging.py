@@ -74,7 +74,6 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import imagehash
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -111,6 +110,16 @@ _DRAFT_HEADROOM = 2
 _SOF_BASELINE = 0xC0
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # DHT, JPG, DAC are not frames
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+# The perceptual hash: a 32x32 grey image, the low 8x8 of its DCT-II, one bit per coefficient.
+_HASH_SIDE = 32
+_HASH_BITS = 64
+_DCT_ROWS = np.cos(
+    np.pi * np.outer(np.arange(8), 2 * np.arange(_HASH_SIDE) + 1) / (2 * _HASH_SIDE)
+)  # the first 8 rows of the 32-point DCT-II matrix (unscaled)
+# Bumped when the same stored bytes would get another phash (or the stored bytes of the same
+# download would differ): the job then re-derives the hashes of stored images from their files.
+# 1: imagehash.phash of the full decode. 2: the reduced decode of stored_phash.
+HASH_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,10 +231,11 @@ def _process(data: bytes, options: ImageOptions) -> ImageResult:
 
         if _can_pass_through(im, data, orientation, options):
             try:
-                im.load()  # full decode: a truncated file must not be stored
+                # A complete (reduced) decode: a truncated file must not be stored.
+                phash = stored_phash(data)
             except Exception as exc:
                 return _rejected(CORRUPT, _decode_reason(fmt, exc))
-            return _stored(data, im, passthrough=True)
+            return _stored(data, width, height, phash, passthrough=True)
 
         target = _fit(width, height, options.max_side)
         box = None
@@ -248,23 +258,21 @@ def _process(data: bytes, options: ImageOptions) -> ImageResult:
         rgb.info = {}  # Pillow's JPEG writer copies a source comment from info; store pixels only
         out = io.BytesIO()
         rgb.save(out, "JPEG", quality=options.quality, optimize=True)
-
-    stored = out.getvalue()
-    with Image.open(io.BytesIO(stored)) as decoded:
-        decoded.load()
-        return _stored(stored, decoded, passthrough=False)
+        stored = out.getvalue()
+        width, height = rgb.size
+    return _stored(stored, width, height, stored_phash(stored), passthrough=False)
 
 
-def _stored(data: bytes, decoded: Image.Image, *, passthrough: bool) -> ImageResult:
-    """The ok result for ``data``, given those very bytes fully decoded."""
+def _stored(data: bytes, width: int, height: int, phash: int, *, passthrough: bool) -> ImageResult:
+    """The ok result for the stored bytes ``data``."""
     return ImageResult(
         status=OK,
         reason="passed through" if passthrough else "re-encoded",
         data=data,
-        width=decoded.width,
-        height=decoded.height,
+        width=width,
+        height=height,
         sha256=hashlib.sha256(data).hexdigest(),
-        phash=_phash(decoded),
+        phash=phash,
         passthrough=passthrough,
     )
 
@@ -273,9 +281,34 @@ def _rejected(status: str, reason: str) -> ImageResult:
     return ImageResult(status, reason, None, 0, 0, "", 0, False)
 
 
-def _phash(im: Image.Image) -> int:
-    bits = imagehash.phash(im, hash_size=8).hash  # 8x8 bools, row-major
-    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+def stored_phash(data: bytes) -> int:
+    """The perceptual hash of a stored JPEG, decoding it completely at a reduced scale.
+
+    Raises (OSError, ValueError, ...) when ``data`` does not decode completely: the decode is
+    the integrity check too. See the module docstring for the definition.
+    """
+    with Image.open(io.BytesIO(data), formats=("JPEG",)) as im:
+        # DCT-scaled, luma-only decode: every Huffman code is still read (a truncated or
+        # damaged file still fails), but only the scaled-down Y plane is reconstructed.
+        im.draft("L", (_HASH_SIDE, _HASH_SIDE))
+        im.load()
+        grey = im if im.mode == "L" else im.convert("L")
+        small = grey.resize((_HASH_SIDE, _HASH_SIDE), Image.Resampling.LANCZOS)
+    pixels = np.frombuffer(small.tobytes(), dtype=np.uint8).reshape(_HASH_SIDE, _HASH_SIDE)
+    return phash_of_pixels(pixels)
+
+
+def phash_of_pixels(pixels: np.ndarray) -> int:
+    """pHash of a 32x32 grey image: low 8x8 of its 2-D DCT-II against their median.
+
+    The same bits as ``imagehash.phash(hash_size=8)`` computes from the same 32x32 pixels
+    (its scipy DCT differs only by a constant factor, which a median comparison ignores).
+    """
+    low = _DCT_ROWS @ pixels.astype(np.float64) @ _DCT_ROWS.T  # dct[:8, :8], row-major
+    flat = low.ravel()
+    median = np.partition(flat, (_HASH_BITS // 2 - 1, _HASH_BITS // 2))
+    threshold = (median[_HASH_BITS // 2 - 1] + median[_HASH_BITS // 2]) / 2
+    return int.from_bytes(np.packbits(flat > threshold).tobytes(), "big")
 
 
 def _can_pass_through(

@@ -10,17 +10,17 @@ import contextlib
 import ctypes
 import ctypes.util
 import hashlib
+import itertools
 import json
 import logging
 import multiprocessing
 import os
 import shutil
-import signal
 import time
-from collections.abc import AsyncIterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -28,14 +28,24 @@ import aiohttp
 from asyncds.assemble import ASSEMBLY_VERSION, RunStats, apply_dedup, assemble_outputs
 from asyncds.config import OUTPUT_FILE_NAMES, Config
 from asyncds.flickr import FlickrClient, collect_candidates
+from asyncds.imaging import HASH_VERSION, phash_to_hex
 from asyncds.pipeline import Pipeline, initial_progress
 from asyncds.progress import ProgressDisplay
-from asyncds.state import STATE_FILE, OutputLock, StateStore, remove_temp_files, write_atomic
+from asyncds.state import (
+    STATE_FILE,
+    OutputLock,
+    StateStore,
+    Status,
+    remove_temp_files,
+    write_atomic,
+)
+from asyncds.worker import init_worker, rehash_files, started
 
 log = logging.getLogger(__name__)
 
 # Dedup drops replaced by more downloads: a few rounds settle it; more means a pathological search.
 MAX_ROUNDS = 5
+_REHASH_CHUNK = 512  # stored images per pool task when hashes are re-derived
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +53,24 @@ class JobResult:
     short: dict[str, tuple[int, int]]  # class -> (good, requested) for classes that ended short
     api_calls: int
     wall_time_s: float
+
+
+@dataclass
+class PhaseTimes:
+    """Wall time per phase of a job, for the log (and the benchmark that reads it)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.monotonic() - started
+
+    def __str__(self) -> str:
+        return ", ".join(f"{phase} {s:.2f}s" for phase, s in self.seconds.items()) or "none"
 
 
 @asynccontextmanager
@@ -74,12 +102,6 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
-def _die_with_parent() -> None:
-    """Pool worker initializer: a SIGKILLed run must not leave its workers behind (Linux)."""
-    with contextlib.suppress(OSError, AttributeError):
-        _libc().prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def limit_malloc_arenas(arenas: int = 2) -> bool:
     """Cap glibc's malloc arenas for this process, unless ``MALLOC_ARENA_MAX`` is set.
 
@@ -99,14 +121,22 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
 
 
 def process_pool() -> ProcessPoolExecutor:
-    # spawn, not fork: forking a process that runs threads (SQLite) can deadlock a child; and
-    # not forkserver, whose server outlives a SIGKILLed run. Workers are our own children, so
-    # PR_SET_PDEATHSIG takes them down with us.
-    return ProcessPoolExecutor(
-        max_workers=max(1, os.cpu_count() or 1),
+    """The imaging pool, one worker per CPU, every worker started now.
+
+    spawn, not fork: forking a process that runs threads (SQLite) can deadlock a child; and
+    not forkserver, whose server outlives a SIGKILLed run. Workers are our own children, so
+    PR_SET_PDEATHSIG takes them down with us (``worker.init_worker``).
+    """
+    workers = max(1, os.cpu_count() or 1)
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=_die_with_parent,
+        initializer=init_worker,
+        initargs=(os.getpid(),),
     )
+    for _ in range(workers):
+        pool.submit(started)
+    return pool
 
 
 def fresh_targets(config: Config, out_dir: Path) -> list[Path]:
@@ -128,6 +158,7 @@ def _fingerprint(config: Config) -> str:
     """What the artifacts depend on besides the state: a change re-assembles them."""
     relevant = (
         ASSEMBLY_VERSION,
+        HASH_VERSION,
         config.classes,
         config.split,
         config.subset,
@@ -208,24 +239,72 @@ async def _run(
     quiet: bool,
     started: float,
 ) -> JobResult:
-    if await state.meta("assembled") != _fingerprint(config):
-        # New or changed dedup/split settings: re-judge what is stored before filling up.
-        await apply_dedup(state, config, out_dir)
-    progress = await initial_progress(config, state)
-    images_before = sum(p.good for p in progress.values())
     pool = process_pool()
     try:
-        async with (
-            flickr_client(config, api_key=api_key) as client,
-            image_session(config) as session,
-        ):
-            with ProgressDisplay(progress, quiet=quiet):
-                rounds = 0
-                for round_no in range(1, MAX_ROUNDS + 1):
-                    if all(p.good >= p.target or p.exhausted for p in progress.values()):
-                        break
-                    rounds = round_no
-                    log.debug("download round %d", round_no)
+        await rehash_stored_images(state, out_dir, pool)
+        if await state.meta("assembled") != _fingerprint(config):
+            # New or changed dedup/split settings: re-judge what is stored before filling up.
+            await apply_dedup(state, config, out_dir)
+        return await _download_and_assemble(
+            config, state, pool, api_key=api_key, out_dir=out_dir, quiet=quiet, started=started
+        )
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def rehash_stored_images(state: StateStore, out_dir: Path, pool: Executor) -> int:
+    """Re-derive the perceptual hash of every stored image when ``HASH_VERSION`` changed.
+
+    A folder made by an older version keeps its images; only their hashes are computed again,
+    from the files, so dedup compares like with like. Nothing is downloaded. Returns how many
+    images were re-hashed.
+    """
+    if await state.meta("hash_version") == str(HASH_VERSION):
+        return 0
+    await state.flush()
+    loop = asyncio.get_running_loop()
+    rows = iter(state.stream(statuses=[Status.OK], chunk_size=_REHASH_CHUNK))
+    done = 0
+    while chunk := await asyncio.to_thread(lambda: list(itertools.islice(rows, _REHASH_CHUNK))):
+        paths = [os.path.join(out_dir, row.path) for row in chunk]
+        hashes = await loop.run_in_executor(pool, rehash_files, paths)
+        await state.set_phashes(
+            (row.label, row.photo_id, phash_to_hex(h))
+            for row, h in zip(chunk, hashes, strict=True)
+            if h is not None
+        )
+        done += len(chunk)
+    if done:
+        log.info("re-derived the perceptual hashes of %d stored images (new hash version)", done)
+    await state.set_meta("hash_version", str(HASH_VERSION))
+    return done
+
+
+async def _download_and_assemble(
+    config: Config,
+    state: StateStore,
+    pool: Executor,
+    *,
+    api_key: str,
+    out_dir: Path,
+    quiet: bool,
+    started: float,
+) -> JobResult:
+    progress = await initial_progress(config, state)
+    images_before = sum(p.good for p in progress.values())
+    phases = PhaseTimes()
+    async with (
+        flickr_client(config, api_key=api_key) as client,
+        image_session(config) as session,
+    ):
+        with ProgressDisplay(progress, quiet=quiet):
+            rounds = 0
+            for round_no in range(1, MAX_ROUNDS + 1):
+                if all(p.good >= p.target or p.exhausted for p in progress.values()):
+                    break
+                rounds = round_no
+                log.debug("download round %d", round_no)
+                with phases.timed("search and download"):
                     await Pipeline(
                         config,
                         out_dir=out_dir,
@@ -235,29 +314,27 @@ async def _run(
                         pool=pool,
                         progress=progress,
                     ).run()
+                with phases.timed("dedup"):
                     good_after_dedup = await apply_dedup(state, config, out_dir)
-                    for label, good in good_after_dedup.items():
-                        progress[label].good = good
-            api_calls = client.calls
-        wall = time.monotonic() - started
-        fetched = sum(p.good for p in progress.values()) - images_before
-        fingerprint = _fingerprint(config)
-        if (
-            rounds == 0
-            and await state.meta("assembled") == fingerprint
-            and _artifacts_exist(out_dir)
-        ):
-            # A rerun on a finished folder: nothing new, so no file is rewritten.
-            log.info("%s is complete; nothing to do", out_dir)
-        else:
-            await assemble_outputs(
+                for label, good in good_after_dedup.items():
+                    progress[label].good = good
+        api_calls = client.calls
+    wall = time.monotonic() - started
+    fetched = sum(p.good for p in progress.values()) - images_before
+    fingerprint = _fingerprint(config)
+    if rounds == 0 and await state.meta("assembled") == fingerprint and _artifacts_exist(out_dir):
+        # A rerun on a finished folder: nothing new, so no file is rewritten.
+        log.info("%s is complete; nothing to do", out_dir)
+    else:
+        with phases.timed("assembly"):
+            report = await assemble_outputs(
                 state,
                 config,
                 out_dir,
                 RunStats(wall_time_s=wall, api_calls=api_calls, images_fetched=max(0, fetched)),
             )
-            await state.set_meta("assembled", fingerprint)
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        phases.seconds["of which the archive"] = report.archive_s
+        await state.set_meta("assembled", fingerprint)
+    log.info("time per phase: %s", phases)
     short = {label: (p.good, p.target) for label, p in progress.items() if p.good < p.target}
     return JobResult(short=short, api_calls=api_calls, wall_time_s=time.monotonic() - started)

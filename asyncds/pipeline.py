@@ -6,12 +6,15 @@
   frees its place and the next candidate takes it. So a class ends with exactly ``count`` good
   images when Flickr has them, and short (the summary says so) when its search runs dry.
 - The queue is bounded: producers wait when consumers are behind, so memory stays flat.
-- ``download.concurrency`` consumers share one ``aiohttp.ClientSession``; decoding, resizing and
-  hashing run in a process pool; images are written atomically off the event loop.
-- One image per pool task, not batches: benchmarks/bench_imaging.py puts the hand-off at
-  0.09 ms of parent CPU per task against 0.03 ms in batches of 16, while a whole run spends
-  about 2 ms of CPU per image (50,000 images: 98 s of CPU). Batching would save about 3 % and
-  hold finished downloads back until a batch fills, so it does not pay.
+- ``download.concurrency`` consumers share one ``aiohttp.ClientSession``; decoding, resizing,
+  hashing and writing the file run in a process pool (``worker.run_batch``).
+- Pool jobs go in batches (:class:`PoolBatches`): every image a consumer hands over within one
+  turn of the event loop goes in one task, so a busy run sends a few dozen per task and an idle
+  one sends each image at once, never waiting for a batch to fill. One task per image cost the
+  loop's thread about 0.13 ms per image in hand-offs (benchmarks/README.md).
+- The hot path does per image only what it must: a candidate found by this run's search is
+  downloaded without first asking the disk whether its file exists; only candidates left
+  pending by an earlier run are first offered to the pool to adopt a file already written.
 
 Candidates are enqueued in search order and every enqueued one is finished before a class is
 done, so the good images of a class are always "the first ``count`` good ones in search order":
@@ -22,9 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from concurrent.futures import Executor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,8 +37,9 @@ import aiohttp
 from asyncds.config import ClassSpec, Config
 from asyncds.fetch import fetch_image
 from asyncds.flickr import ClassSearch, FlickrClient, SearchCursor
-from asyncds.imaging import ImageOptions, ImageResult, phash_to_hex, process_image
-from asyncds.state import CandidateRow, Outcome, StateStore, Status, image_relpath, write_atomic
+from asyncds.imaging import ImageOptions, ImageResult, phash_to_hex
+from asyncds.state import CandidateRow, Outcome, StateStore, Status, image_relpath
+from asyncds.worker import ImageJob, run_batch
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +90,68 @@ class ClassProgress:
 class _Job:
     row: CandidateRow
     progress: ClassProgress
+    resumed: bool  # pending from an earlier run: its file may exist already
+
+
+class PoolBatches:
+    """Hands images to the process pool in batches: one task per turn of the event loop.
+
+    :meth:`run` queues one job and waits for its result; the first job of a turn schedules a
+    flush at the end of that turn (``call_soon``), so jobs that arrive together share a task
+    and a lone job is not held back. ``max_batch`` bounds a task, so both workers get work.
+    """
+
+    def __init__(self, pool: Executor, options: ImageOptions, *, max_batch: int = 32) -> None:
+        self._pool = pool
+        self._options = options
+        self._max_batch = max_batch
+        self._jobs: list[ImageJob] = []
+        self._waiters: list[asyncio.Future[ImageResult]] = []
+        self._flush_scheduled = False
+
+    async def run(self, job: ImageJob) -> ImageResult:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[ImageResult] = loop.create_future()
+        self._jobs.append(job)
+        self._waiters.append(waiter)
+        if len(self._jobs) >= self._max_batch:
+            self._flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return await waiter
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._jobs:
+            return
+        jobs, waiters = self._jobs, self._waiters
+        self._jobs, self._waiters = [], []
+        try:
+            task = self._pool.submit(run_batch, jobs, self._options)
+        except Exception as exc:  # a broken or shut-down pool: every waiter learns it
+            _fail(waiters, exc)
+            return
+        loop = asyncio.get_running_loop()
+        task.add_done_callback(lambda done: loop.call_soon_threadsafe(_deliver, done, waiters))
+
+
+def _deliver(
+    done: Future[list[ImageResult]], waiters: Sequence[asyncio.Future[ImageResult]]
+) -> None:
+    exc = done.exception()
+    if exc is not None:
+        _fail(waiters, exc)
+        return
+    for waiter, result in zip(waiters, done.result(), strict=True):
+        if not waiter.done():
+            waiter.set_result(result)
+
+
+def _fail(waiters: Sequence[asyncio.Future[ImageResult]], exc: BaseException) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_exception(exc)
 
 
 class Pipeline:
@@ -109,12 +176,19 @@ class Pipeline:
         self.pool = pool
         self.progress = progress
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=config.download.queue_size)
-        self._options = ImageOptions(
-            max_side=config.image.max_side,
-            quality=config.image.quality,
-            min_side=config.image.min_side,
-            max_pixels=config.image.max_pixels,
+        self._images = PoolBatches(
+            pool,
+            ImageOptions(
+                max_side=config.image.max_side,
+                quality=config.image.quality,
+                min_side=config.image.min_side,
+                max_pixels=config.image.max_pixels,
+            ),
         )
+        self._out = os.fspath(out_dir)
+        self._max_bytes = config.download.max_bytes
+        self._timeout_s = config.download.timeout_s
+        self._retry = config.flickr.retry_policy
         self._flushing: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
@@ -146,7 +220,7 @@ class Pipeline:
             return
         # Candidates stored by an earlier run but never finished come first, in search order.
         for row in await self.state.rows(spec.name, Status.PENDING):
-            if not await self._enqueue(row, progress):
+            if not await self._enqueue(row, progress, resumed=True):
                 return
         search_state = await self.state.search_state(spec.name)
         if search_state.exhausted:
@@ -170,15 +244,15 @@ class Pipeline:
             )
             progress.candidates += len(rows)
             for row in rows:
-                if not await self._enqueue(row, progress):
+                if not await self._enqueue(row, progress, resumed=False):
                     return
         progress.exhausted = True
         log.info("%s: the search has no more candidates", spec.name)
 
-    async def _enqueue(self, row: CandidateRow, progress: ClassProgress) -> bool:
+    async def _enqueue(self, row: CandidateRow, progress: ClassProgress, *, resumed: bool) -> bool:
         if not await progress.reserve():
             return False
-        await self._queue.put(_Job(row, progress))
+        await self._queue.put(_Job(row, progress, resumed))
         return True
 
     # -- consumers -----------------------------------------------------------------------
@@ -187,7 +261,7 @@ class Pipeline:
         while True:
             job = await self._queue.get()
             try:
-                outcome = await self._process(job.row)
+                outcome = await self._process(job)
                 if self.state.record(outcome):
                     self._flush_soon()
                 await job.progress.settle(outcome.status == Status.OK)
@@ -199,43 +273,30 @@ class Pipeline:
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.create_task(self.state.flush())
 
-    async def _process(self, row: CandidateRow) -> Outcome:
+    async def _process(self, job: _Job) -> Outcome:
+        row = job.row
         relpath = image_relpath(row.label, row.photo_id)
-        target = self.out_dir / relpath
-        loop = asyncio.get_running_loop()
-        if await loop.run_in_executor(None, target.is_file):
-            # Finished by a run that was killed before its outcome was committed: adopt it.
-            data = await loop.run_in_executor(None, target.read_bytes)
-            result: ImageResult = await loop.run_in_executor(
-                self.pool, process_image, data, self._options
-            )
-            if result.status == Status.OK:
-                return _ok(row, relpath, result, attempts=0)
-            await loop.run_in_executor(None, target.unlink)
-        download = self.config.download
+        target = os.path.join(self._out, relpath)
+        if job.resumed:
+            # Perhaps finished by a run killed before its outcome was committed: adopt it.
+            adopted = await self._images.run(ImageJob(target))
+            if adopted.status == Status.OK:
+                return _ok(row, relpath, adopted, attempts=0)
         fetched = await fetch_image(
             self.session,
             row.url,
-            max_bytes=download.max_bytes,
-            timeout_s=download.timeout_s,
-            retry=self.config.flickr.retry_policy,
+            max_bytes=self._max_bytes,
+            timeout_s=self._timeout_s,
+            retry=self._retry,
         )
         if fetched.status != "ok" or fetched.data is None:
             return Outcome(
                 row.label, row.photo_id, fetched.status, fetched.reason, fetched.attempts
             )
-        try:
-            result = await loop.run_in_executor(
-                self.pool, process_image, fetched.data, self._options
-            )
-        except BrokenProcessPool:
-            raise  # a dead pool is a failed run, not a bad image
-        except Exception as exc:  # a bug in decoding one file must not end the run
-            log.debug("imaging failed for %s", row.photo_id, exc_info=True)
-            return Outcome(row.label, row.photo_id, Status.CORRUPT, f"internal error: {exc}")
-        if result.status != Status.OK or result.data is None:
+        # Processed and written by a pool worker; a dead pool or a failed write raises here.
+        result = await self._images.run(ImageJob(target, fetched.data))
+        if result.status != Status.OK:
             return Outcome(row.label, row.photo_id, result.status, result.reason, fetched.attempts)
-        await loop.run_in_executor(None, write_atomic, target, result.data)
         return _ok(row, relpath, result, attempts=fetched.attempts)
 
 

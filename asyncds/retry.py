@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import TypeVar
 
 import aiohttp
 from tenacity import (
@@ -24,6 +26,8 @@ from tenacity import (
 )
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,3 +118,34 @@ def retrying(policy: RetryPolicy) -> AsyncRetrying:
         before_sleep=_log_retry,
         reraise=True,
     )
+
+
+async def call_with_retries(
+    policy: RetryPolicy,
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    before_sleep: Callable[[RetryCallState], None] | None = None,
+) -> T:
+    """``await attempt()`` under ``policy``, building the tenacity controller only on a fault.
+
+    For the hot path (one call per image): most calls succeed at once, and a controller costs
+    more to build than the call itself. A transient fault on the first try hands over to
+    :func:`retrying`, which sees that fault as its attempt 1, so the waits, the stop and the
+    re-raise are exactly the policy's. ``before_sleep`` replaces the policy's INFO log line.
+    """
+    try:
+        return await attempt()
+    except TRANSIENT_EXCEPTIONS as exc:
+        first: BaseException | None = exc
+
+    async def replay_then_attempt() -> T:
+        nonlocal first
+        if first is not None:
+            fault, first = first, None
+            raise fault
+        return await attempt()
+
+    controller = retrying(policy)
+    if before_sleep is not None:
+        controller = controller.copy(before_sleep=before_sleep)
+    return await controller(replay_then_attempt)

@@ -23,9 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from asyncds.flickr import Candidate
+if TYPE_CHECKING:  # pool workers import this module for atomic writes: keep aiohttp out
+    from asyncds.flickr import Candidate
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +225,14 @@ class StateStore:
         """Set (label, photo_id, status, reason) for many rows at once (dedup decisions)."""
         await self._run(self._set_statuses_sync, list(updates))
 
+    async def set_phashes(self, updates: Iterable[tuple[str, str, str]]) -> None:
+        """Set (label, photo_id, phash) for many rows at once (hashes re-derived from files)."""
+        await self._run(
+            self._executemany_commit,
+            "UPDATE candidates SET phash = ? WHERE label = ? AND photo_id = ?",
+            [(phash, label, pid) for label, pid, phash in updates],
+        )
+
     async def set_meta(self, key: str, value: str) -> None:
         await self._run(
             self._execute_commit, "INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value)
@@ -334,6 +343,10 @@ class StateStore:
     def _execute_commit(self, sql: str, params: tuple[Any, ...]) -> None:
         with self._transaction() as conn:
             conn.execute(sql, params)
+
+    def _executemany_commit(self, sql: str, params: list[tuple[Any, ...]]) -> None:
+        with self._transaction() as conn:
+            conn.executemany(sql, params)
 
     def _add_page_sync(
         self, label: str, candidates: list[Candidate], cursor: str, exhausted: bool, total: int

@@ -32,7 +32,7 @@ from asyncds.emulator import EMULATOR_API_KEY, EmulatorSettings, EmulatorThread
 # big parent (this one, serving images) would show up as the child's peak.
 RUNNER = """
 import json, sys
-from asyncds.__main__ import main
+from asyncds.cli import main
 code = main(sys.argv[2:])
 with open("/proc/self/status") as f:
     peak_kib = int(next(line for line in f if line.startswith("VmHWM:")).split()[1])

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import hashlib
 import io
 import json
 import random
+import subprocess
 import tarfile
 import tracemalloc
 from pathlib import Path, PurePosixPath
@@ -26,6 +28,7 @@ from asyncds.assemble import (
     safe_relpath,
     seeded_key,
     subset_count,
+    tar_header,
     write_archive,
     write_outputs,
 )
@@ -183,6 +186,44 @@ def test_the_archive_refuses_files_out_of_order(tmp_path: Path):
     write_archive(tmp_path / "d.tgz", tmp_path, ["cat/a.jpg", "cat/b.jpg"], ["cat"])
     with tarfile.open(tmp_path / "d.tgz") as tar:
         assert tar.getnames() == ["cat", "cat/a.jpg", "cat/b.jpg"]
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "mtime", "is_dir"),
+    [
+        ("cat/53012345678.jpg", 12_345, 1_764_633_600, False),
+        ("sports car/1.jpg", 0, 0, False),
+        ("cat", 0, 1_764_633_600, True),
+        ("train_test_split.json", 8**11 - 1, 8**11 - 1, False),
+        ("chat/énorme.jpg", 10, 5, False),  # not ASCII: through tarfile
+        ("x" * 99 + "/1.jpg", 10, 5, False),  # longer than 100: through tarfile
+        ("big.bin", 8**11, 5, False),  # past 8 GiB: a PAX size
+    ],
+)
+def test_tar_headers_are_the_bytes_tarfile_writes(name: str, size: int, mtime: int, is_dir: bool):
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, mtime, 0o755 if is_dir else 0o644
+    info.type = tarfile.DIRTYPE if is_dir else tarfile.REGTYPE
+    expected = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    assert tar_header(name, size, mtime, is_dir=is_dir) == expected
+
+
+def test_the_archive_is_a_gzip_tar_that_gnu_tar_extracts(tmp_path: Path):
+    out = tmp_path / "out"
+    (out / "cat").mkdir(parents=True)
+    files = {"cat/1.jpg": b"\xff\xd8" + bytes(range(256)) * 40, "cat/2.jpg": b"", "m.json": b"{}"}
+    files["big.jsonl"] = b"x" * (3 * (1 << 18) + 7)  # copied in several chunks
+    for name, data in files.items():
+        (out / name).write_bytes(data)
+    write_archive(tmp_path / "d.tgz", out, sorted(files), ["cat"])
+    raw = (tmp_path / "d.tgz").read_bytes()
+    assert len(gzip.decompress(raw)) % tarfile.RECORDSIZE == 0
+    target = tmp_path / "x"
+    target.mkdir()
+    subprocess.run(["tar", "-xzf", str(tmp_path / "d.tgz"), "-C", str(target)], check=True)
+    extracted = {p.relative_to(target).as_posix(): p for p in target.rglob("*")}
+    assert {name: p.read_bytes() for name, p in extracted.items() if p.is_file()} == files
+    assert extracted["cat"].is_dir()
 
 
 def test_subset_count_rounds_half_up_and_keeps_one():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from asyncds.__main__ import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
+from asyncds.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from asyncds.emulator import EmulatorSettings, EmulatorThread
 from tests.e2e import write_config
 

@@ -382,14 +382,33 @@ def test_jpeg_pixel_bomb_is_refused_before_decoding(no_decoding: None) -> None:
 # --- hashes -------------------------------------------------------------------------------------
 
 
-def test_phash_is_the_imagehash_of_the_stored_image_in_documented_bit_order() -> None:
-    for data in (small_jpeg(), encode(photo("astronaut"))):
-        result = process_image(data, OPTS)
-        expected = imagehash.phash(decoded(result), hash_size=8)
-        assert phash_to_hex(result.phash) == str(expected)
-        assert imagehash.hex_to_hash(phash_to_hex(result.phash)) == expected
+def test_phash_of_pixels_is_imagehash_phash_of_the_same_pixels_in_documented_bit_order() -> None:
+    rng = np.random.default_rng(7)
+    smooth = [Image.fromarray(rng.integers(0, 256, (4, 4), dtype=np.uint8)).resize((32, 32))]
+    noisy = [Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)) for _ in range(300)]
+    real = [
+        photo(name).convert("L").resize((32, 32), Image.Resampling.LANCZOS)
+        for name in photo_names()
+    ]
+    for grey in smooth + noisy + real:
+        ours = imaging.phash_of_pixels(np.asarray(grey))
+        expected = imagehash.phash(grey, hash_size=8)  # a 32x32 "L" image: used as it is
+        assert phash_to_hex(ours) == str(expected)
+        assert imagehash.hex_to_hash(phash_to_hex(ours)) == expected
         bits = expected.hash.flatten()  # row-major; bit 63 is dct[0, 0]
-        assert all(((result.phash >> (63 - i)) & 1) == bits[i] for i in range(64))
+        assert all(((ours >> (63 - i)) & 1) == bits[i] for i in range(64))
+
+
+def test_stored_phash_is_within_a_few_bits_of_imagehash_of_the_full_decode() -> None:
+    """The reduced decode moves a few bits near the median, no more (docs: imaging.py)."""
+    distances = []
+    for name in photo_names():
+        for data in (small_jpeg(name), encode(photo(name))):
+            result = process_image(data, OPTS)
+            assert result.data is not None and result.phash == imaging.stored_phash(result.data)
+            full = imagehash.phash(decoded(result), hash_size=8)
+            distances.append(hamming(result.phash, phash_from_hex(str(full))))
+    assert max(distances) <= 4, distances
 
 
 def test_phash_is_stable_near_for_a_reencoded_copy_and_far_for_other_photos() -> None:

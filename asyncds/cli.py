@@ -1,0 +1,242 @@
+"""The command line: ``python -m asyncds config.yaml`` and ``python -m asyncds emulator``
+(``asyncds/__main__.py`` only calls :func:`main`).
+
+Exit codes: 0 done, 1 failed (one clear line), 2 bad config or usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from asyncds import __version__
+from asyncds.config import Config, ConfigError, load_config
+from asyncds.flickr import FlickrAuthError, FlickrError, redact
+from asyncds.state import OutputLock, OutputLocked
+
+log = logging.getLogger("asyncds")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+NO_KEY = (
+    "API_KEY is not set: export API_KEY=<your Flickr key> (and API_SECRET) — get one at "
+    "https://www.flickr.com/services/apps/create/ — or add --emulator to try asyncds offline"
+)
+
+
+class _Redact(logging.Filter):
+    """Last line of defence: no log record leaves with a key or signature in it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage())
+        record.args = None
+        return True
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m asyncds",
+        description=(
+            "Build an image-classification dataset from Flickr tag searches: search, download, "
+            "resize, dedup, split, archive. Re-running the same command resumes. "
+            "`python -m asyncds emulator --help` runs the built-in Flickr emulator on its own."
+        ),
+        epilog="Credentials come from the API_KEY and API_SECRET environment variables; "
+        "FLICKR_API_URL overrides the API endpoint. Exit codes: 0 done, 1 failed, "
+        "2 bad config or usage, 130 interrupted.",
+    )
+    parser.add_argument("config", type=Path, help="the YAML config (see README: Configuration)")
+    parser.add_argument(
+        "--emulator",
+        action="store_true",
+        help="run against the built-in Flickr emulator on loopback: no credentials, no network",
+    )
+    parser.add_argument(
+        "--emulator-faults",
+        metavar="all|FILE",
+        help="with --emulator: inject Flickr's faults ('all', or a fault-profile YAML file)",
+    )
+    parser.add_argument(
+        "--emulator-seed", type=int, default=0, help="with --emulator: the catalog seed"
+    )
+    parser.add_argument("--output-dir", type=Path, help="output folder (overrides output_dir)")
+    parser.add_argument(
+        "--search-only",
+        action="store_true",
+        help="only search: write urls_data.json with up to `count` image URLs per class",
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start over: delete this config's state, class folders and artifacts first",
+    )
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    verbosity.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress display, warnings only"
+    )
+    parser.add_argument("--version", action="version", version=f"asyncds {__version__}")
+    return parser
+
+
+def setup_logging(*, verbose: bool, quiet: bool) -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    console.addFilter(_Redact())
+    root.addHandler(console)
+    for noisy in ("aiohttp.access", "asyncio", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def log_to_file(out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out_dir / "asyncds.log", encoding="utf-8")
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_Redact())
+    logging.getLogger().addHandler(handler)
+
+
+@asynccontextmanager
+async def endpoint(config: Config, args: argparse.Namespace) -> AsyncIterator[tuple[Config, str]]:
+    """The API to talk to and the key to use: the emulator's, or Flickr's from API_KEY."""
+    if not args.emulator:
+        yield config, os.environ.get("API_KEY", "")
+        return
+    from asyncds.emulator import EMULATOR_API_KEY, EmulatorSettings, FaultProfile, running_emulator
+
+    if args.emulator_faults == "all":
+        faults = FaultProfile.all_on()
+    elif args.emulator_faults:
+        faults = FaultProfile.from_yaml(args.emulator_faults)
+    else:
+        faults = FaultProfile.none()
+    settings = EmulatorSettings(seed=args.emulator_seed, faults=faults)
+    async with running_emulator(settings) as emu:
+        flickr = dataclasses.replace(config.flickr, api_url=emu.api_url)
+        yield dataclasses.replace(config, flickr=flickr), EMULATOR_API_KEY
+
+
+async def run(args: argparse.Namespace, config: Config, out_dir: Path) -> int:
+    from asyncds import job
+
+    async with endpoint(config, args) as (config, api_key):
+        if not api_key:
+            print(NO_KEY, file=sys.stderr)
+            return EXIT_USAGE
+        if args.search_only:
+            result = await job.search_only(config, api_key=api_key, out_dir=out_dir)
+            log.info("wrote %s (%d API calls)", out_dir / "urls_data.json", result.api_calls)
+        else:
+            result = await job.create_dataset(
+                config, api_key=api_key, out_dir=out_dir, quiet=args.quiet
+            )
+            log.info("dataset ready in %s (%.1fs)", out_dir, result.wall_time_s)
+        for label, (got, wanted) in result.short.items():
+            log.warning("%s: %d of %d — Flickr has no more for its tags", label, got, wanted)
+    return EXIT_OK
+
+
+async def guarded(args: argparse.Namespace, config: Config, out_dir: Path) -> int:
+    """Run with SIGINT/SIGTERM turned into a clean cancellation (state flushed, exit 130)."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await run(args, config, out_dir)
+    except asyncio.CancelledError:
+        print(
+            f"interrupted: progress is saved in {out_dir}; run the same command again to resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _runner() -> asyncio.Runner:
+    try:
+        import uvloop
+    except ImportError:  # uvloop has no Windows wheel; the stdlib loop works the same
+        return asyncio.Runner()
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["emulator"]:
+        from asyncds.emulator.cli import main as emulator_main
+
+        return emulator_main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(verbose=args.verbose, quiet=args.quiet)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.emulator_faults and not args.emulator:
+        parser.error("--emulator-faults needs --emulator")
+    out_dir = args.output_dir or config.output_dir
+    if args.fresh:
+        from asyncds.job import delete_fresh, fresh_targets
+
+        try:
+            with OutputLock(out_dir):  # never delete under a run that is still going
+                targets = fresh_targets(config, out_dir)
+                for path in targets:
+                    print(f"--fresh: deleting {path}", file=sys.stderr)
+                delete_fresh(targets)
+        except OutputLocked as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+    if not args.search_only:
+        log_to_file(out_dir)
+    from asyncds.job import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before the event loop starts any thread
+    try:
+        with _runner() as runner:
+            return runner.run(guarded(args, config, out_dir))
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as raised:
+        exc = _first_leaf(raised)  # task groups wrap a producer's error in an ExceptionGroup
+        if isinstance(exc, FlickrAuthError):
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED if os.environ.get("API_KEY") or args.emulator else EXIT_USAGE
+        if isinstance(exc, FlickrError | OutputLocked):
+            print(f"error: {redact(str(exc))}", file=sys.stderr)
+            return EXIT_FAILED
+        # One clear line for the user; the traceback goes to the log file.
+        log.debug("unexpected failure", exc_info=raised)
+        print(f"error: {type(exc).__name__}: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
