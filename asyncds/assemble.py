@@ -38,18 +38,15 @@ from typing import Any
 
 from asyncds.config import Config, SplitSpec, SubsetSpec
 from asyncds.dedup import plan_dedup
+from asyncds.files import TEMP_MARKER, atomic_target, image_relpath, write_atomic
 from asyncds.state import (
     DEDUP_STATUSES,
-    TEMP_MARKER,
     CandidateRow,
     RowOrder,
     RowStream,
     StateStore,
     Status,
-    atomic_target,
-    image_relpath,
     scratch_database,
-    write_atomic,
 )
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from asyncds import __version__
 from asyncds.config import Config, ConfigError, load_config
+from asyncds.files import OutputLock, OutputLocked
 from asyncds.flickr import FlickrAuthError, FlickrError, redact
-from asyncds.state import OutputLock, OutputLocked
 
 log = logging.getLogger("asyncds")
 

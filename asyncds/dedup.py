@@ -34,13 +34,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from asyncds.state import (
-    DEDUP_STATUSES,
-    CandidateRow,
-    Status,
-    image_relpath,
-    scratch_database,
-)
+from asyncds.files import image_relpath
+from asyncds.state import DEDUP_STATUSES, CandidateRow, Status, scratch_database
 
 HASH_BITS = 64
 CrossClassPolicy = Literal["drop", "keep-first"]

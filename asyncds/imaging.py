@@ -68,14 +68,21 @@ worker process.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy is imported where it is used: the main process imports this module for its types and
+# statuses only, and numpy alone is 20 MB of resident memory per process.
 
 OK = "ok"
 CORRUPT = "corrupt"
@@ -113,9 +120,6 @@ _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 # The perceptual hash: a 32x32 grey image, the low 8x8 of its DCT-II, one bit per coefficient.
 _HASH_SIDE = 32
 _HASH_BITS = 64
-_DCT_ROWS = np.cos(
-    np.pi * np.outer(np.arange(8), 2 * np.arange(_HASH_SIDE) + 1) / (2 * _HASH_SIDE)
-)  # the first 8 rows of the 32-point DCT-II matrix (unscaled)
 # Bumped when the same stored bytes would get another phash (or the stored bytes of the same
 # download would differ): the job then re-derives the hashes of stored images from their files.
 # 1: imagehash.phash of the full decode. 2: the reduced decode of stored_phash.
@@ -294,8 +298,19 @@ def stored_phash(data: bytes) -> int:
         im.load()
         grey = im if im.mode == "L" else im.convert("L")
         small = grey.resize((_HASH_SIDE, _HASH_SIDE), Image.Resampling.LANCZOS)
+    import numpy as np
+
     pixels = np.frombuffer(small.tobytes(), dtype=np.uint8).reshape(_HASH_SIDE, _HASH_SIDE)
     return phash_of_pixels(pixels)
+
+
+@functools.cache
+def _dct_rows() -> np.ndarray:
+    """The first 8 rows of the (unscaled) 32-point DCT-II matrix."""
+    import numpy as np
+
+    n = np.arange(_HASH_SIDE)
+    return np.cos(np.pi * np.outer(np.arange(8), 2 * n + 1) / (2 * _HASH_SIDE))
 
 
 def phash_of_pixels(pixels: np.ndarray) -> int:
@@ -304,7 +319,10 @@ def phash_of_pixels(pixels: np.ndarray) -> int:
     The same bits as ``imagehash.phash(hash_size=8)`` computes from the same 32x32 pixels
     (its scipy DCT differs only by a constant factor, which a median comparison ignores).
     """
-    low = _DCT_ROWS @ pixels.astype(np.float64) @ _DCT_ROWS.T  # dct[:8, :8], row-major
+    import numpy as np
+
+    rows = _dct_rows()
+    low = rows @ pixels.astype(np.float64) @ rows.T  # dct[:8, :8], row-major
     flat = low.ravel()
     median = np.partition(flat, (_HASH_BITS // 2 - 1, _HASH_BITS // 2))
     threshold = (median[_HASH_BITS // 2 - 1] + median[_HASH_BITS // 2]) / 2
@@ -382,6 +400,8 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         return im
     if im.mode.startswith("I;16") or im.mode == "I":
         # 16-bit grey: keep the top byte; convert("L") would clip everything above 255 to white.
+        import numpy as np
+
         grey = np.clip(np.asarray(im, dtype=np.int64), 0, 65535) >> 8
         return Image.fromarray(grey.astype(np.uint8)).convert("RGB")
     return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, ...

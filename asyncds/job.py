@@ -13,12 +13,10 @@ import hashlib
 import itertools
 import json
 import logging
-import multiprocessing
 import os
 import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,19 +25,13 @@ import aiohttp
 
 from asyncds.assemble import ASSEMBLY_VERSION, RunStats, apply_dedup, assemble_outputs
 from asyncds.config import OUTPUT_FILE_NAMES, Config
+from asyncds.files import OutputLock, remove_temp_files, write_atomic
 from asyncds.flickr import FlickrClient, collect_candidates
 from asyncds.imaging import HASH_VERSION, phash_to_hex
 from asyncds.pipeline import Pipeline, initial_progress
+from asyncds.pool import ImagePool
 from asyncds.progress import ProgressDisplay
-from asyncds.state import (
-    STATE_FILE,
-    OutputLock,
-    StateStore,
-    Status,
-    remove_temp_files,
-    write_atomic,
-)
-from asyncds.worker import init_worker, rehash_files, started
+from asyncds.state import STATE_FILE, StateStore, Status
 
 log = logging.getLogger(__name__)
 
@@ -120,23 +112,12 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
         return False
 
 
-def process_pool() -> ProcessPoolExecutor:
-    """The imaging pool, one worker per CPU, every worker started now.
-
-    spawn, not fork: forking a process that runs threads (SQLite) can deadlock a child; and
-    not forkserver, whose server outlives a SIGKILLed run. Workers are our own children, so
-    PR_SET_PDEATHSIG takes them down with us (``worker.init_worker``).
-    """
-    workers = max(1, os.cpu_count() or 1)
-    pool = ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=init_worker,
-        initargs=(os.getpid(),),
-    )
-    for _ in range(workers):
-        pool.submit(started)
-    return pool
+def pool_size() -> int:
+    """Imaging workers: one per CPU this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def fresh_targets(config: Config, out_dir: Path) -> list[Path]:
@@ -239,8 +220,7 @@ async def _run(
     quiet: bool,
     started: float,
 ) -> JobResult:
-    pool = process_pool()
-    try:
+    async with ImagePool(pool_size()) as pool:
         await rehash_stored_images(state, out_dir, pool)
         if await state.meta("assembled") != _fingerprint(config):
             # New or changed dedup/split settings: re-judge what is stored before filling up.
@@ -248,11 +228,9 @@ async def _run(
         return await _download_and_assemble(
             config, state, pool, api_key=api_key, out_dir=out_dir, quiet=quiet, started=started
         )
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
 
 
-async def rehash_stored_images(state: StateStore, out_dir: Path, pool: Executor) -> int:
+async def rehash_stored_images(state: StateStore, out_dir: Path, pool: ImagePool) -> int:
     """Re-derive the perceptual hash of every stored image when ``HASH_VERSION`` changed.
 
     A folder made by an older version keeps its images; only their hashes are computed again,
@@ -262,12 +240,11 @@ async def rehash_stored_images(state: StateStore, out_dir: Path, pool: Executor)
     if await state.meta("hash_version") == str(HASH_VERSION):
         return 0
     await state.flush()
-    loop = asyncio.get_running_loop()
     rows = iter(state.stream(statuses=[Status.OK], chunk_size=_REHASH_CHUNK))
     done = 0
     while chunk := await asyncio.to_thread(lambda: list(itertools.islice(rows, _REHASH_CHUNK))):
         paths = [os.path.join(out_dir, row.path) for row in chunk]
-        hashes = await loop.run_in_executor(pool, rehash_files, paths)
+        hashes = await pool.map("rehash", paths)
         await state.set_phashes(
             (row.label, row.photo_id, phash_to_hex(h))
             for row, h in zip(chunk, hashes, strict=True)
@@ -283,7 +260,7 @@ async def rehash_stored_images(state: StateStore, out_dir: Path, pool: Executor)
 async def _download_and_assemble(
     config: Config,
     state: StateStore,
-    pool: Executor,
+    pool: ImagePool,
     *,
     api_key: str,
     out_dir: Path,

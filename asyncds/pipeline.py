@@ -8,10 +8,9 @@
 - The queue is bounded: producers wait when consumers are behind, so memory stays flat.
 - ``download.concurrency`` consumers share one ``aiohttp.ClientSession``; decoding, resizing,
   hashing and writing the file run in a process pool (``worker.run_batch``).
-- Pool jobs go in batches (:class:`PoolBatches`): every image a consumer hands over within one
-  turn of the event loop goes in one task, so a busy run sends a few dozen per task and an idle
-  one sends each image at once, never waiting for a batch to fill. One task per image cost the
-  loop's thread about 0.13 ms per image in hand-offs (benchmarks/README.md).
+- Pool jobs go in batches (:class:`asyncds.pool.ImagePool`): images that wait while every
+  worker is busy leave together, so a busy run sends a few dozen per message and an idle one
+  sends each image at once, never waiting for a batch to fill.
 - The hot path does per image only what it must: a candidate found by this run's search is
   downloaded without first asking the disk whether its file exists; only candidates left
   pending by an earlier run are first offered to the pool to adopt a file already written.
@@ -27,8 +26,6 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Sequence
-from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,10 +33,12 @@ import aiohttp
 
 from asyncds.config import ClassSpec, Config
 from asyncds.fetch import fetch_image
+from asyncds.files import image_relpath
 from asyncds.flickr import ClassSearch, FlickrClient, SearchCursor
 from asyncds.imaging import ImageOptions, ImageResult, phash_to_hex
-from asyncds.state import CandidateRow, Outcome, StateStore, Status, image_relpath
-from asyncds.worker import ImageJob, run_batch
+from asyncds.pool import ImagePool
+from asyncds.state import CandidateRow, Outcome, StateStore, Status
+from asyncds.worker import ImageJob
 
 log = logging.getLogger(__name__)
 
@@ -93,67 +92,6 @@ class _Job:
     resumed: bool  # pending from an earlier run: its file may exist already
 
 
-class PoolBatches:
-    """Hands images to the process pool in batches: one task per turn of the event loop.
-
-    :meth:`run` queues one job and waits for its result; the first job of a turn schedules a
-    flush at the end of that turn (``call_soon``), so jobs that arrive together share a task
-    and a lone job is not held back. ``max_batch`` bounds a task, so both workers get work.
-    """
-
-    def __init__(self, pool: Executor, options: ImageOptions, *, max_batch: int = 32) -> None:
-        self._pool = pool
-        self._options = options
-        self._max_batch = max_batch
-        self._jobs: list[ImageJob] = []
-        self._waiters: list[asyncio.Future[ImageResult]] = []
-        self._flush_scheduled = False
-
-    async def run(self, job: ImageJob) -> ImageResult:
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[ImageResult] = loop.create_future()
-        self._jobs.append(job)
-        self._waiters.append(waiter)
-        if len(self._jobs) >= self._max_batch:
-            self._flush()
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush)
-        return await waiter
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if not self._jobs:
-            return
-        jobs, waiters = self._jobs, self._waiters
-        self._jobs, self._waiters = [], []
-        try:
-            task = self._pool.submit(run_batch, jobs, self._options)
-        except Exception as exc:  # a broken or shut-down pool: every waiter learns it
-            _fail(waiters, exc)
-            return
-        loop = asyncio.get_running_loop()
-        task.add_done_callback(lambda done: loop.call_soon_threadsafe(_deliver, done, waiters))
-
-
-def _deliver(
-    done: Future[list[ImageResult]], waiters: Sequence[asyncio.Future[ImageResult]]
-) -> None:
-    exc = done.exception()
-    if exc is not None:
-        _fail(waiters, exc)
-        return
-    for waiter, result in zip(waiters, done.result(), strict=True):
-        if not waiter.done():
-            waiter.set_result(result)
-
-
-def _fail(waiters: Sequence[asyncio.Future[ImageResult]], exc: BaseException) -> None:
-    for waiter in waiters:
-        if not waiter.done():
-            waiter.set_exception(exc)
-
-
 class Pipeline:
     """One pass of search and download over every class that is not yet complete."""
 
@@ -165,7 +103,7 @@ class Pipeline:
         state: StateStore,
         client: FlickrClient,
         session: aiohttp.ClientSession,
-        pool: Executor,
+        pool: ImagePool,
         progress: dict[str, ClassProgress],
     ) -> None:
         self.config = config
@@ -176,14 +114,11 @@ class Pipeline:
         self.pool = pool
         self.progress = progress
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=config.download.queue_size)
-        self._images = PoolBatches(
-            pool,
-            ImageOptions(
-                max_side=config.image.max_side,
-                quality=config.image.quality,
-                min_side=config.image.min_side,
-                max_pixels=config.image.max_pixels,
-            ),
+        self._options = ImageOptions(
+            max_side=config.image.max_side,
+            quality=config.image.quality,
+            min_side=config.image.min_side,
+            max_pixels=config.image.max_pixels,
         )
         self._out = os.fspath(out_dir)
         self._max_bytes = config.download.max_bytes
@@ -279,7 +214,7 @@ class Pipeline:
         target = os.path.join(self._out, relpath)
         if job.resumed:
             # Perhaps finished by a run killed before its outcome was committed: adopt it.
-            adopted = await self._images.run(ImageJob(target))
+            adopted = await self.pool.run("image", ImageJob(target), self._options)
             if adopted.status == Status.OK:
                 return _ok(row, relpath, adopted, attempts=0)
         fetched = await fetch_image(
@@ -294,7 +229,7 @@ class Pipeline:
                 row.label, row.photo_id, fetched.status, fetched.reason, fetched.attempts
             )
         # Processed and written by a pool worker; a dead pool or a failed write raises here.
-        result = await self._images.run(ImageJob(target, fetched.data))
+        result = await self.pool.run("image", ImageJob(target, fetched.data), self._options)
         if result.status != Status.OK:
             return Outcome(row.label, row.photo_id, result.status, result.reason, fetched.attempts)
         return _ok(row, relpath, result, attempts=fetched.attempts)

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
-import os
 import sqlite3
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
@@ -31,8 +29,6 @@ if TYPE_CHECKING:  # pool workers import this module for atomic writes: keep aio
 log = logging.getLogger(__name__)
 
 STATE_FILE = "asyncds-state.sqlite"
-LOCK_FILE = ".asyncds.lock"
-TEMP_MARKER = ".part-"
 STREAM_CACHE_KIB = 512  # page cache of a RowStream's connection
 
 T = TypeVar("T")
@@ -490,89 +486,3 @@ def scratch_database(schema: str, *, cache_kib: int = 1024) -> sqlite3.Connectio
     conn.executescript(schema)
     conn.execute("BEGIN")
     return conn
-
-
-# -- the output folder ---------------------------------------------------------------------
-
-
-class OutputLocked(Exception):
-    """Another run holds the output folder."""
-
-
-class OutputLock:
-    """An exclusive ``flock`` on the output folder, released by the kernel if we are killed."""
-
-    def __init__(self, out_dir: Path) -> None:
-        self.path = out_dir / LOCK_FILE
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise OutputLocked(
-                f"another asyncds run (pid {holder}) is using {self.path.parent}; "
-                "wait for it to finish or choose another --output-dir"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> OutputLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def image_relpath(label: str, photo_id: str) -> str:
-    """Where a class's image lives, relative to the output folder (POSIX, as manifests use)."""
-    return f"{label}/{photo_id}.jpg"
-
-
-@contextlib.contextmanager
-def atomic_target(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` (blocking).
-
-    ``path`` never exists half-written. No fsync: the guarantee needed is against a killed
-    process, which os.replace gives; a power cut may lose the last images, and resume then
-    fetches them again.
-    """
-    tmp = path.with_name(f"{TEMP_MARKER}{os.getpid()}-{path.name}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through :func:`atomic_target` (blocking: run in a thread)."""
-    with atomic_target(path) as tmp:
-        tmp.write_bytes(data)
-
-
-def remove_temp_files(folders: Iterable[Path]) -> int:
-    """Delete temporary files a killed run left behind; returns how many."""
-    removed = 0
-    for folder in folders:
-        if not folder.is_dir():
-            continue
-        for entry in folder.iterdir():
-            if entry.name.startswith(TEMP_MARKER) and entry.is_file():
-                entry.unlink()
-                removed += 1
-    return removed

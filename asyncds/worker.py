@@ -1,10 +1,14 @@
-"""What a process-pool worker runs: imaging's pure functions, then the write of what it made.
+"""A process of the imaging pool (:mod:`asyncds.pool`): imaging's pure functions, then the
+write of what it made.
 
-The pipeline hands the pool a batch of :class:`ImageJob` per task (one task per image cost
-the event loop's thread about 0.13 ms of hand-off, as much as the download itself). The worker
-that holds an image's bytes also writes the stored file, atomically, so the bytes never travel
-back to the main process and the loop never waits on a thread for the write: the result is
-:class:`ImageResult` without ``data``.
+It is started as ``python -m asyncds.worker FD PARENT_PID`` and serves batches read from the
+socket ``FD`` until it closes: each message is a 4-byte length and a pickle of
+``(kind, items, options)``; the answer is ``("ok", results)`` or ``("error", exception)``.
+``kind`` names one of :data:`BATCH_FUNCTIONS`.
+
+The worker that holds an image's bytes also writes the stored file, atomically, so the bytes
+never travel back to the main process and the loop never waits on a thread for the write: the
+result is :class:`ImageResult` without ``data``.
 
 A job without bytes *adopts* the file already at its target: a run killed after writing an
 image but before committing its outcome left it there, and resume must not fetch it again.
@@ -19,13 +23,17 @@ import contextlib
 import ctypes
 import dataclasses
 import os
+import pickle
 import signal
-from collections.abc import Sequence
+import socket
+import struct
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
+from asyncds.files import write_atomic
 from asyncds.imaging import CORRUPT, ImageOptions, ImageResult, process_image, stored_phash
-from asyncds.state import write_atomic
 
 MISSING = "missing"  # an adoption job found no file: the candidate must be downloaded
 _PR_SET_PDEATHSIG = 1
@@ -70,11 +78,11 @@ def _run_one(job: ImageJob, options: ImageOptions) -> ImageResult:
             MISSING, f"stored file unusable ({result.reason})", None, 0, 0, "", 0, False
         )
     if job.data is not None and result.ok and result.data is not None:
-        write_atomic(Path(job.target), result.data)
+        write_atomic(job.target, result.data)
     return dataclasses.replace(result, data=None)
 
 
-def rehash_files(paths: Sequence[str]) -> list[int | None]:
+def rehash_files(paths: Sequence[str], options: object = None) -> list[int | None]:
     """The perceptual hash of each stored file; None for one that is missing or unreadable."""
     hashes: list[int | None] = []
     for path in paths:
@@ -86,19 +94,40 @@ def rehash_files(paths: Sequence[str]) -> list[int | None]:
     return hashes
 
 
-def init_worker(parent_pid: int) -> None:
-    """Pool initializer: a SIGKILLed run must not leave its workers behind (Linux).
+BATCH_FUNCTIONS: dict[str, Callable[[Any, Any], list[Any]]] = {
+    "image": run_batch,
+    "rehash": rehash_files,
+}
+_HEADER = struct.Struct("!I")
 
-    ``PR_SET_PDEATHSIG`` kills this worker when the run dies. A run killed while this worker
-    was still starting is already gone by then, so check the parent too.
-    """
+
+def serve(fd: int, parent_pid: int) -> None:
+    """Answer batches on socket ``fd`` until it closes (the run ended or died)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent_pid:
-        os._exit(0)
+        return  # the run died while this worker started, before the line above took effect
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle
+    with socket.socket(fileno=fd) as sock, sock.makefile("rb") as incoming:
+        while True:
+            header = incoming.read(_HEADER.size)
+            if len(header) < _HEADER.size:
+                return
+            (size,) = _HEADER.unpack(header)
+            kind, items, options = pickle.loads(incoming.read(size))
+            try:
+                answer: tuple[str, Any] = ("ok", BATCH_FUNCTIONS[kind](items, options))
+            except Exception as exc:  # an OSError from a write: the run decides what to do
+                answer = ("error", exc)
+            try:
+                data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:  # an exception that does not pickle
+                data = pickle.dumps(("error", RuntimeError(f"{type(exc).__name__}: {exc}")))
+            try:
+                sock.sendall(_HEADER.pack(len(data)) + data)
+            except (BrokenPipeError, ConnectionResetError):
+                return
 
 
-def started() -> int:
-    """A no-op task: submitting one per worker starts them all at once (the pool starts
-    workers on demand) while the search runs, instead of in the middle of the downloads."""
-    return os.getpid()
+if __name__ == "__main__":
+    serve(int(sys.argv[1]), int(sys.argv[2]))

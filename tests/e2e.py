@@ -14,7 +14,8 @@ import yaml
 from PIL import Image
 
 from asyncds.emulator import EMULATOR_API_KEY
-from asyncds.state import STATE_FILE, TEMP_MARKER
+from asyncds.files import TEMP_MARKER
+from asyncds.state import STATE_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,9 @@ from typing import Any
 
 from PIL import Image
 
+from asyncds.files import image_relpath
 from asyncds.flickr import Candidate
-from asyncds.state import Outcome, StateStore, Status, image_relpath
+from asyncds.state import Outcome, StateStore, Status
 
 
 def candidate(label: str, pid: str, **fields: Any) -> Candidate:

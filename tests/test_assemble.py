@@ -33,8 +33,9 @@ from asyncds.assemble import (
     write_outputs,
 )
 from asyncds.config import ClassSpec, Config, SplitSpec, SubsetSpec
+from asyncds.files import TEMP_MARKER, image_relpath
 from asyncds.flickr import Candidate
-from asyncds.state import TEMP_MARKER, CandidateRow, Outcome, StateStore, Status, image_relpath
+from asyncds.state import CandidateRow, Outcome, StateStore, Status
 from tests import factories
 
 ARTIFACTS = {

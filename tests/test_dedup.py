@@ -21,7 +21,8 @@ from asyncds.dedup import (
     kept_rows,
     plan_dedup,
 )
-from asyncds.state import CandidateRow, StateStore, Status, image_relpath
+from asyncds.files import image_relpath
+from asyncds.state import CandidateRow, StateStore, Status
 from tests import factories
 from tests.factories import candidate
 

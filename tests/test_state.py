@@ -6,17 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from asyncds.files import OutputLock, OutputLocked, image_relpath, remove_temp_files, write_atomic
 from asyncds.flickr import Candidate
-from asyncds.state import (
-    Outcome,
-    OutputLock,
-    OutputLocked,
-    StateStore,
-    Status,
-    image_relpath,
-    remove_temp_files,
-    write_atomic,
-)
+from asyncds.state import Outcome, StateStore, Status
 from tests.factories import candidate
 
 
@@ -144,7 +136,7 @@ def test_lock_refuses_a_second_holder_and_is_released_by_the_kernel(tmp_path: Pa
             [
                 sys.executable,
                 "-c",
-                "import sys; from pathlib import Path; from asyncds.state import OutputLock\n"
+                "import sys; from pathlib import Path; from asyncds.files import OutputLock\n"
                 "try:\n    OutputLock(Path(sys.argv[1])).acquire()\nexcept Exception as e:\n"
                 "    print(e); sys.exit(3)",
                 str(tmp_path),
