@@ -58,6 +58,7 @@ ASSEMBLY_VERSION = 2
 # 239 MB out at level 6, for 8 s of a 20,000-image run); it stays a valid .tgz for every tool.
 ARCHIVE_LEVEL = 0
 _ARCHIVE_BUFFER = 1 << 20
+_ADD_BATCH = 512  # rows per insert into the dataset index
 _ARCHIVE_CHUNK = 1 << 18  # a file larger than this (metadata.jsonl) is copied in chunks
 SPLIT_FILE = "train_test_split.json"
 SUBSET_FILE = "train_test_split_subset.json"
@@ -225,9 +226,11 @@ class DatasetIndex:
 
     def add(self, label: str, seq: int, path: str) -> None:
         """A good image of ``label`` at search rank ``seq``; its path must be new."""
-        self._db.execute(
-            "INSERT INTO image (path, label, seq) VALUES (?, ?, ?)", (path, label, seq)
-        )
+        self.add_many([(label, seq, path)])
+
+    def add_many(self, images: Iterable[tuple[str, int, str]]) -> None:
+        """:meth:`add` for many ``(label, seq, path)`` at once."""
+        self._db.executemany("INSERT INTO image (label, seq, path) VALUES (?, ?, ?)", images)
 
     def keep_first(self, counts: Mapping[str, int]) -> None:
         """Keep, per class, the ``counts[label]`` images of lowest search rank (whatever order
@@ -311,6 +314,16 @@ class DatasetIndex:
         for (path,) in self._db.execute(sql + " ORDER BY path", params):
             yield path
 
+    def splits_by_path(self) -> Iterator[tuple[str, str]]:
+        """``(path, split)`` of every image, by path."""
+        yield from self._db.execute("SELECT path, split FROM image ORDER BY path")
+
+    def splits_by_seq(self, label: str) -> Iterator[tuple[int, str]]:
+        """``(search rank, split)`` of every image of ``label``, by rank."""
+        yield from self._db.execute(
+            "SELECT seq, split FROM image WHERE label = ? ORDER BY seq", (label,)
+        )
+
     def split_of(self, path: str) -> str | None:
         """``"train"`` or ``"test"`` for an image of the dataset, None for any other path."""
         found = self._db.execute("SELECT split FROM image WHERE path = ?", (path,)).fetchone()
@@ -328,6 +341,10 @@ def safe_relpath(path: str) -> str:
     if not path or "\\" in path or any(part in ("..", ".", "") for part in path.split("/")):
         raise UnsafePathError(f"unsafe path in the state: {path!r}")
     return path
+
+
+def _seq(row: CandidateRow) -> int:
+    return row.seq
 
 
 def _relpath(row: CandidateRow) -> str:
@@ -435,6 +452,12 @@ def _write_json(path: Path, value: Any) -> None:
     write_atomic(path, (json.dumps(value, indent=1, ensure_ascii=False) + "\n").encode())
 
 
+# One encoder each, built once: json.dumps with ensure_ascii=False builds a new encoder per
+# call, which was the largest cost of writing the manifests (60,000 calls at 20,000 images).
+_json_record = json.JSONEncoder(ensure_ascii=False).encode
+_json_string = json.encoder.encode_basestring  # what dumps(str, ensure_ascii=False) gives
+
+
 def _write_json_lists(path: Path, lists: Iterable[tuple[str, Iterable[str]]]) -> None:
     """``{key: [string, ...], ...}`` written as it is produced, byte for byte what
     :func:`_write_json` writes for the same mapping, without building it or its text."""
@@ -442,10 +465,10 @@ def _write_json_lists(path: Path, lists: Iterable[tuple[str, Iterable[str]]]) ->
         f.write("{")
         keys = 0
         for key, values in lists:
-            f.write(f"{',' if keys else ''}\n {json.dumps(key, ensure_ascii=False)}: [")
+            f.write(f"{',' if keys else ''}\n {_json_string(key)}: [")
             n = 0
             for value in values:
-                f.write(f"{',' if n else ''}\n  {json.dumps(value, ensure_ascii=False)}")
+                f.write(f"{',' if n else ''}\n  {_json_string(value)}")
                 n += 1
             f.write("\n ]" if n else "]")
             keys += 1
@@ -455,7 +478,7 @@ def _write_json_lists(path: Path, lists: Iterable[tuple[str, Iterable[str]]]) ->
 def _write_metadata(path: Path, records: Iterable[dict[str, Any]]) -> None:
     with atomic_target(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
         for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.write(_json_record(record) + "\n")
 
 
 def write_archive(
@@ -629,6 +652,7 @@ def _write_outputs(
     # its place.
     by_status: dict[str, Counter[str]] = {label: Counter() for label in labels}
     missing: Counter[str] = Counter()
+    batch: list[tuple[str, int, str]] = []
     for row in _read(rows):
         counts = by_status.get(row.label)
         if counts is None:
@@ -641,21 +665,37 @@ def _write_outputs(
             missing[row.label] += 1
             log.warning("%s is recorded as downloaded but missing: left out", relpath)
             continue
-        dataset.add(row.label, row.seq, relpath)
+        batch.append((row.label, row.seq, relpath))
+        if len(batch) >= _ADD_BATCH:
+            dataset.add_many(batch)
+            batch.clear()
+    dataset.add_many(batch)
     # The dataset: per class, its first ``count`` good images in search order.
     dataset.keep_first({spec.name: spec.count for spec in config.classes})
     split = dataset.split(config.split)
     subset = dataset.subset(config.subset) if config.subset is not None else None
 
     def dataset_rows(label: str | None, order: RowOrder) -> Iterator[tuple[CandidateRow, str]]:
-        """The dataset's rows again, with every field, and the split each is in."""
+        """The dataset's rows again, with every field, and the split each is in: a merge of
+        the state's good rows with the dataset's entries, both in the same order."""
         expected = dataset.count(label)
         found = 0
+        if order == "path":
+            key: Callable[[CandidateRow], Any] = _relpath
+            entries = dataset.splits_by_path()
+        else:  # "class", one class: by search rank
+            assert label is not None
+            key, entries = _seq, dataset.splits_by_seq(label)
+        entry = next(entries, None)
         for row in _read(rows, label=label, statuses=OK_ONLY, order=order):
-            in_split = dataset.split_of(_relpath(row))
-            if in_split is not None:
+            if entry is None:
+                break
+            k = key(row)
+            while entry is not None and entry[0] < k:
+                entry = next(entries, None)
+            if entry is not None and entry[0] == k:
                 found += 1
-                yield row, in_split
+                yield row, entry[1]
         if found != expected:  # the passes must agree; only a concurrent writer could part them
             raise RuntimeError(f"the state changed during assembly: {found} != {expected} rows")
 

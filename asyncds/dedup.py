@@ -102,6 +102,16 @@ class SeenIndex:
         self._chunks = _chunks(max_distance)
         self._db = scratch_database(_INDEX_SCHEMA)
         self._count = 0
+        # Most rows copy nothing: these answer "never seen" without a query, in fixed memory.
+        self._photos = _KeyFilter()
+        self._shas = _KeyFilter()
+        # All parts of a hash in one query, earliest entry first.
+        self._near_sql = (
+            " UNION ALL ".join(
+                ["SELECT n, hash FROM part WHERE part = ? AND value = ?"] * len(self._chunks)
+            )
+            + " ORDER BY n"
+        )
 
     def close(self) -> None:
         self._db.close()
@@ -120,6 +130,9 @@ class SeenIndex:
         image is indexed too (a later copy of it then matches this entry)."""
         entry.n = self._count
         self._count += 1
+        self._photos.add(entry.photo_id)
+        if sha256:
+            self._shas.add(sha256)
         self._db.execute(
             "INSERT INTO entry VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
@@ -158,10 +171,14 @@ class SeenIndex:
 
     def by_photo(self, photo_id: str) -> _Entry | None:
         """The first entry of this photo id, in any class."""
+        if not self._photos.may_hold(photo_id):
+            return None
         return self._first(f"{_ENTRY} WHERE photo_id = ? ORDER BY n LIMIT 1", photo_id)
 
     def by_sha(self, sha256: str) -> _Entry | None:
         """The first entry whose image was indexed with these bytes."""
+        if not self._shas.may_hold(sha256):
+            return None
         return self._first(f"{_ENTRY} WHERE sha256 = ? ORDER BY n LIMIT 1", sha256)
 
     def near(self, h: int) -> tuple[_Entry, int] | None:
@@ -182,19 +199,35 @@ class SeenIndex:
 
     def find_hash(self, h: int) -> tuple[int, int] | None:
         """(number, distance) of the earliest hash added within ``max_distance`` of ``h``."""
-        best: tuple[int, int] | None = None  # (number, stored hash)
         limit = self.max_distance
+        params: list[int] = []
         for i, (shift, mask) in enumerate(self._chunks):
-            # In entry order and below the best so far: the first close hash is the answer.
-            bucket = self._db.execute(
-                "SELECT n, hash FROM part WHERE part = ? AND value = ? AND n < ? ORDER BY n",
-                (i, _signed((h >> shift) & mask), _NO_BOUND if best is None else best[0]),
-            )
-            # A generator, not a loop with a break: this is the plan's inner loop.
-            hit = next((r for r in bucket if ((r[1] ^ h) & _MASK).bit_count() <= limit), None)
-            if hit is not None:
-                best = hit
-        return None if best is None else (best[0], ((best[1] ^ h) & _MASK).bit_count())
+            params += (i, _signed((h >> shift) & mask))
+        # The hashes sharing a part with h, earliest first: the first close one is the answer.
+        candidates = self._db.execute(self._near_sql, params)
+        # A generator, not a loop with a break: this is the plan's inner loop.
+        hit = next((r for r in candidates if ((r[1] ^ h) & _MASK).bit_count() <= limit), None)
+        return None if hit is None else (hit[0], ((hit[1] ^ h) & _MASK).bit_count())
+
+
+class _KeyFilter:
+    """A two-probe Bloom filter of strings in 1 MiB: False means never added."""
+
+    _BITS = 1 << 23
+
+    def __init__(self) -> None:
+        self._bits = bytearray(self._BITS // 8)
+
+    def _probes(self, key: str) -> tuple[int, int]:
+        h = hash(key)
+        return h & (self._BITS - 1), (h >> 32) & (self._BITS - 1)
+
+    def add(self, key: str) -> None:
+        for bit in self._probes(key):
+            self._bits[bit >> 3] |= 1 << (bit & 7)
+
+    def may_hold(self, key: str) -> bool:
+        return all(self._bits[bit >> 3] & (1 << (bit & 7)) for bit in self._probes(key))
 
 
 @dataclass(frozen=True, slots=True)
