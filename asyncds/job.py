@@ -14,6 +14,7 @@ import itertools
 import json
 import logging
 import os
+import resource
 import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -312,6 +313,11 @@ async def _download_and_assemble(
             )
         phases.seconds["of which the archive"] = report.archive_s
         await state.set_meta("assembled", fingerprint)
-    log.info("time per phase: %s", phases)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    log.info(
+        "time per phase: %s; CPU of the main process %.2fs",
+        phases,
+        usage.ru_utime + usage.ru_stime,
+    )
     short = {label: (p.good, p.target) for label, p in progress.items() if p.good < p.target}
     return JobResult(short=short, api_calls=api_calls, wall_time_s=time.monotonic() - started)

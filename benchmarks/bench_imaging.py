@@ -11,11 +11,13 @@ with a high-quality reference: full decode + LANCZOS. See ``benchmarks/README.md
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import math
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -28,7 +30,9 @@ import numpy as np
 import PIL
 from PIL import Image, features
 
-from asyncds.imaging import ImageOptions, process_batch, process_image
+from asyncds.imaging import ImageOptions, process_batch, process_image, stored_phash
+from asyncds.pool import ImagePool
+from asyncds.worker import ImageJob
 
 PHOTOS = Path(__file__).resolve().parent.parent / "asyncds" / "emulator" / "photos"
 MAX_SIDE = 240
@@ -162,12 +166,19 @@ def path_full_lanczos(data: bytes) -> tuple[bytes, Image.Image]:
 
 
 def path_passthrough(data: bytes) -> tuple[bytes, Image.Image | None]:
-    """(c) keep the bytes: full decode to verify, then sha256 and phash."""
+    """(c) keep the bytes: full decode to verify, then sha256 and imagehash's phash (hash v1)."""
     im = Image.open(io.BytesIO(data))
     im.load()
     hashlib.sha256(data).hexdigest()
     imagehash.phash(im)
     return data, im
+
+
+def path_passthrough_reduced(data: bytes) -> tuple[bytes, Image.Image | None]:
+    """(c2) keep the bytes: one reduced decode verifies and feeds the phash (hash v2, kept)."""
+    hashlib.sha256(data).hexdigest()
+    stored_phash(data)
+    return data, None
 
 
 def path_thumbnail_hashed(data: bytes) -> tuple[bytes, Image.Image | None]:
@@ -265,7 +276,25 @@ def bench_pool(inputs: Sequence[bytes]) -> list[tuple[str, float, float]]:
                 f"pool(2), {POOL_BATCH} images per task",
                 lambda: [r for batch in pool.map(process_batch, batches) for r in batch],
             )
+    with tempfile.TemporaryDirectory() as tmp:
+        jobs = [ImageJob(os.path.join(tmp, f"{i}.jpg"), data) for i, data in enumerate(inputs)]
+        timings["ImagePool(2), batched by the loop"] = asyncio.run(_through_pool(jobs, options))
     return [(name, wall, parent) for name, (wall, parent) in timings.items()]
+
+
+async def _through_pool(jobs: Sequence[ImageJob], options: ImageOptions) -> tuple[float, float]:
+    """What the pipeline does, best of POOL_ROUNDS: every job handed over at once and the pool
+    batches them; it writes the files too. Its start is not timed (it starts before the
+    downloads)."""
+    best = (math.inf, math.inf)
+    async with ImagePool(2) as pool:
+        await pool.map("image", jobs[:4], options)  # both workers started and warm
+        for _ in range(POOL_ROUNDS):
+            start, cpu = time.perf_counter(), time.process_time()
+            await pool.map("image", jobs, options)
+            wall = (time.perf_counter() - start) * 1000 / len(jobs)
+            best = min(best, (wall, (time.process_time() - cpu) * 1000 / len(jobs)))
+    return best
 
 
 def fmt_db(value: float, digits: int = 1) -> str:
@@ -309,6 +338,7 @@ def main() -> None:
         "(a) full decode + thumbnail()": path_thumbnail,
         "(a) + sha256 + phash": path_thumbnail_hashed,
         "(c) pass-through: verify+hash": path_passthrough,
+        "(c2) pass-through: reduced decode": path_passthrough_reduced,
         "process_image (all of it)": path_process_image,
     }
     rows = [
