@@ -20,8 +20,11 @@ demo:
 test:
 	$(PY) -m pytest -q
 
-bench:
-	$(PY) -m benchmarks
+$(PY):
+	python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]'
+
+bench: $(PY)
+	$(PY) -m pip install -q -e '.[test,bench]' && $(PY) -m benchmarks
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache build dist *.egg-info

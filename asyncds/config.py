@@ -170,7 +170,7 @@ class ImageSettings:
 
 @dataclass(frozen=True, slots=True)
 class DownloadSettings:
-    concurrency: int = 64
+    concurrency: int = 128
     timeout_s: float = 30.0
     max_bytes: int = 20_000_000
     queue_size: int = 256

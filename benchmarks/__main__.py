@@ -7,7 +7,9 @@ BENCHMARKS = (
     "benchmarks.bench_imaging",
     "benchmarks.bench_pipeline",
     "benchmarks.bench_dedup",
+    "benchmarks.bench_phash",
     "benchmarks.bench_memory",
+    "benchmarks.bench_peers",
 )
 
 for name in BENCHMARKS:

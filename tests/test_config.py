@@ -135,7 +135,7 @@ def test_defaults() -> None:
         max_side=240, quality=90, min_side=64, max_pixels=50_000_000
     )
     assert config.download == DownloadSettings(
-        concurrency=64, timeout_s=30.0, max_bytes=20_000_000, queue_size=256
+        concurrency=128, timeout_s=30.0, max_bytes=20_000_000, queue_size=256
     )
     assert config.dedup == DedupSettings(cross_class="drop", phash_distance=4)
     assert config.flickr.retry_policy == RetryPolicy(retries=5, backoff_s=1.0)
