@@ -33,7 +33,7 @@ import aiohttp
 
 from asyncds.config import ClassSpec, Config
 from asyncds.fetch import fetch_image
-from asyncds.files import image_relpath, temp_path, write_file
+from asyncds.files import image_relpath
 from asyncds.flickr import ClassSearch, FlickrClient, SearchCursor
 from asyncds.imaging import ImageOptions, ImageResult, phash_to_hex
 from asyncds.pool import ImagePool
@@ -228,12 +228,10 @@ class Pipeline:
             return Outcome(
                 row.label, row.photo_id, fetched.status, fetched.reason, fetched.attempts
             )
-        # The bytes go to the worker as a file: a 13 kB write here costs far less than sending
-        # them through its socket. It verifies, hashes and stores them (a rename when they pass
-        # through). A dead pool or a failed write raises here.
-        download = temp_path(target)
-        write_file(download, fetched.data)
-        result = await self.pool.run("image", ImageJob(target, download=download), self._options)
+        # The worker verifies, hashes and stores the bytes. (Writing them to a file here for the
+        # worker to rename cost this process 0.5 ms per image in file creation, more than the
+        # socket: benchmarks/README.md.) A dead pool or a failed write raises here.
+        result = await self.pool.run("image", ImageJob(target, fetched.data), self._options)
         if result.status != Status.OK:
             return Outcome(row.label, row.photo_id, result.status, result.reason, fetched.attempts)
         return _ok(row, relpath, result, attempts=fetched.attempts)

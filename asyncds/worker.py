@@ -41,13 +41,11 @@ _PR_SET_PDEATHSIG = 1
 
 @dataclass(frozen=True, slots=True)
 class ImageJob:
-    """One image for the pool, to be stored at ``target``: the downloaded bytes in the file
-    ``download`` (the main process wrote them there: far cheaper than sending them through
-    the socket), or in ``data``; with neither, the file already at ``target`` is adopted."""
+    """One image for the pool: downloaded ``data`` to process and store at ``target``, or no
+    data to adopt the file already at ``target``."""
 
     target: str
     data: bytes | None = None
-    download: str | None = None
 
 
 def run_batch(jobs: Sequence[ImageJob], options: ImageOptions) -> list[ImageResult]:
@@ -60,8 +58,6 @@ def run_batch(jobs: Sequence[ImageJob], options: ImageOptions) -> list[ImageResu
 
 
 def _run_one(job: ImageJob, options: ImageOptions) -> ImageResult:
-    if job.download is not None:
-        return _store_download(job.download, job.target, options)
     data = job.data
     if data is None:
         try:
@@ -79,21 +75,6 @@ def _run_one(job: ImageJob, options: ImageOptions) -> ImageResult:
         )
     if job.data is not None and result.ok and result.data is not None:
         write_atomic(job.target, result.data)
-    return dataclasses.replace(result, data=None)
-
-
-def _store_download(download: str, target: str, options: ImageOptions) -> ImageResult:
-    """A downloaded file becomes the stored image: renamed when its bytes pass through,
-    replaced by the re-encoded image otherwise, deleted when it is no good."""
-    with open(download, "rb") as f:
-        data = f.read()
-    result = _process(data, options)
-    if result.ok and result.passthrough:
-        os.replace(download, target)
-    else:
-        if result.ok and result.data is not None:
-            write_atomic(target, result.data)
-        os.unlink(download)
     return dataclasses.replace(result, data=None)
 
 

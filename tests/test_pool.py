@@ -110,19 +110,3 @@ async def test_rehash_maps_paths_to_hashes(tmp_path: Path):
         hashes = await pool.map("rehash", [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")])
     assert hashes == [stored_phash(data), None]
 
-
-async def test_a_downloaded_file_is_renamed_reencoded_or_removed(tmp_path: Path):
-    small, large = jpeg(1), jpeg(2, (1024, 768))
-    for name, data in (("small", small), ("large", large), ("bad", b"<html>")):
-        (tmp_path / f".part-{name}").write_bytes(data)
-    async with ImagePool(1) as pool:
-        jobs = [
-            ImageJob(str(tmp_path / f"{name}.jpg"), download=str(tmp_path / f".part-{name}"))
-            for name in ("small", "large", "bad")
-        ]
-        passed, resized, bad = await pool.map("image", jobs, OPTIONS)
-    assert passed.ok and passed.passthrough and (tmp_path / "small.jpg").read_bytes() == small
-    assert resized.ok and not resized.passthrough and resized.width == 240
-    assert (tmp_path / "large.jpg").stat().st_size < len(large)
-    assert bad.status == "corrupt" and not (tmp_path / "bad.jpg").exists()
-    assert not [n for n in os.listdir(tmp_path) if n.startswith(".part-")]  # none left
