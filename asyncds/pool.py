@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("!I")  # every message: its length, then a pickle
 _STOP_TIMEOUT_S = 5.0
+# A message carries at most this many bytes of images (or one image): 32 large downloads would
+# be 5 MB in flight, held twice more by the worker while it reads and unpickles them.
+_MAX_BATCH_BYTES = 1 << 20
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(asyncds.__file__)))
 
 
@@ -165,13 +168,16 @@ class ImagePool:
                 await self._wake.wait()
             kind, options = self._pending[0][0], self._pending[0][2]
             batch = []
+            size = 0
             while (
                 self._pending
                 and len(batch) < self.max_batch
+                and size < _MAX_BATCH_BYTES
                 and self._pending[0][0] == kind
                 and self._pending[0][2] == options
             ):
                 batch.append(self._pending.popleft())
+                size += len(getattr(batch[-1][1], "data", None) or b"")
             self.requests += 1
             try:
                 results = await worker.request(kind, [item for _, item, _, _ in batch], options)
