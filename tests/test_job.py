@@ -23,6 +23,18 @@ def identities(out: Path) -> dict[str, int]:
     return {name: (out / name).stat().st_ino for name in names}
 
 
+def cat_config(api_url: str, out: Path, count: int) -> Config:
+    """One class, ``cat``, of ``count`` images from the emulator at ``api_url``."""
+    return Config(
+        classes=(ClassSpec("cat", count, ("cat",)),),
+        split=SplitSpec(seed=1, type="absolute", test_size=5),
+        flickr=dataclasses.replace(
+            FlickrSettings(), api_url=api_url, calls_per_hour=360000, backoff_s=0.01
+        ),
+        output_dir=out,
+    )
+
+
 def digests(out: Path) -> dict[Path, str]:
     return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.glob("*/*.jpg")}
 
@@ -32,14 +44,7 @@ async def test_a_new_assembly_version_reassembles_without_downloading(
 ):
     out = tmp_path / "out"
     async with running_emulator(EmulatorSettings(seed=3, tag_sizes={"cat": 60})) as emu:
-        config = Config(
-            classes=(ClassSpec("cat", 30, ("cat",)),),
-            split=SplitSpec(seed=1, type="absolute", test_size=5),
-            flickr=dataclasses.replace(
-                FlickrSettings(), api_url=emu.api_url, calls_per_hour=360000, backoff_s=0.01
-            ),
-            output_dir=out,
-        )
+        config = cat_config(emu.api_url, out, 30)
 
         async def rerun() -> None:
             await job.create_dataset(config, api_key=EMULATOR_API_KEY, out_dir=out, quiet=True)
@@ -67,14 +72,7 @@ async def test_a_folder_from_an_older_hash_version_is_rehashed_without_downloadi
     re-derives every stored image's hash from its file, downloads nothing and keeps the files."""
     out = tmp_path / "out"
     async with running_emulator(EmulatorSettings(seed=5, tag_sizes={"cat": 80})) as emu:
-        config = Config(
-            classes=(ClassSpec("cat", 40, ("cat",)),),
-            split=SplitSpec(seed=1, type="absolute", test_size=5),
-            flickr=dataclasses.replace(
-                FlickrSettings(), api_url=emu.api_url, calls_per_hour=360000, backoff_s=0.01
-            ),
-            output_dir=out,
-        )
+        config = cat_config(emu.api_url, out, 40)
         await job.create_dataset(config, api_key=EMULATOR_API_KEY, out_dir=out, quiet=True)
         files = digests(out)
         assert len(files) == 40
