@@ -130,19 +130,24 @@ class Pipeline:
         """Run producers and consumers until every class is complete or exhausted."""
         for spec in self.config.classes:
             await asyncio.to_thread((self.out_dir / spec.name).mkdir, parents=True, exist_ok=True)
-        consumers = [
-            asyncio.create_task(self._consume(), name=f"consumer-{i}")
-            for i in range(self.config.download.concurrency)
-        ]
         try:
-            async with asyncio.TaskGroup() as producers:
-                for spec in self.config.classes:
-                    producers.create_task(self._produce(spec), name=f"producer-{spec.name}")
-            await self._queue.join()
+            # Consumers and producers in one group: a consumer that fails (a dead imaging
+            # worker, a full disk) ends the run at once with its error instead of leaving the
+            # producers waiting on a queue nobody empties.
+            async with asyncio.TaskGroup() as group:
+                consumers = [
+                    group.create_task(self._consume(), name=f"consumer-{i}")
+                    for i in range(self.config.download.concurrency)
+                ]
+                producers = [
+                    group.create_task(self._produce(spec), name=f"producer-{spec.name}")
+                    for spec in self.config.classes
+                ]
+                await asyncio.gather(*producers)
+                await self._queue.join()
+                for task in consumers:
+                    task.cancel()
         finally:
-            for task in consumers:
-                task.cancel()
-            await asyncio.gather(*consumers, return_exceptions=True)
             if self._flushing is not None:
                 await asyncio.gather(self._flushing, return_exceptions=True)
             await self.state.flush()

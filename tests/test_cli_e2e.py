@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import signal
 from pathlib import Path
@@ -224,3 +225,38 @@ async def test_a_second_run_on_the_same_folder_is_refused(tmp_path: Path):
         assert "another asyncds run" in second.stderr and "--output-dir" in second.stderr
         first.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(first.wait(), 30) == 130
+
+
+@pytest.mark.slow
+async def test_a_killed_imaging_worker_ends_the_run_with_one_line_and_resume_finishes(
+    tmp_path: Path,
+):
+    """As the out-of-memory killer would: the run must not hang on a dead worker."""
+    config = write_config(tmp_path / "c.yaml", {"cat": 600}, download={"concurrency": 8})
+    out = tmp_path / "out"
+    async with running_emulator(EmulatorSettings(seed=4)) as emu:
+        proc = await start_cli(str(config), "--output-dir", str(out), "-q", api_url=emu.api_url)
+        await wait_for_images(out, ["cat"], at_least=40)
+        helpers = _descendants(proc.pid)
+        workers = [pid for pid in helpers if "asyncds.worker" in _cmdline(pid)]
+        assert workers, helpers
+        os.kill(workers[0], signal.SIGKILL)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 1, err
+        lines = err.decode().strip().splitlines()
+        assert len(lines) == 1 and "imaging worker process" in lines[0], lines
+        assert "killed by signal 9" in lines[0] and "memory" in lines[0]
+        await asyncio.sleep(1)
+        assert not _alive(helpers), "the other worker ends with the run"
+
+        result = await run_cli(str(config), "--output-dir", str(out), "-q", api_url=emu.api_url)
+        assert result.code == 0, result.stderr
+        assert len(images(out, "cat")) == 600
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
