@@ -324,11 +324,6 @@ class DatasetIndex:
             "SELECT seq, split FROM image WHERE label = ? ORDER BY seq", (label,)
         )
 
-    def split_of(self, path: str) -> str | None:
-        """``"train"`` or ``"test"`` for an image of the dataset, None for any other path."""
-        found = self._db.execute("SELECT split FROM image WHERE path = ?", (path,)).fetchone()
-        return None if found is None else str(found[0])
-
     def folders(self) -> list[str]:
         """The class folders that hold at least one image, sorted."""
         return sorted(self._labels())

@@ -64,14 +64,14 @@ def image_relpath(label: str, photo_id: str) -> str:
 
 
 @contextlib.contextmanager
-def atomic_target(path: Path) -> Iterator[Path]:
+def atomic_target(path: Path | str) -> Iterator[str]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` (blocking).
 
     ``path`` never exists half-written. No fsync: the guarantee needed is against a killed
     process, which os.replace gives; a power cut may lose the last images, and resume then
     fetches them again.
     """
-    tmp = path.with_name(f"{TEMP_MARKER}{os.getpid()}-{path.name}")
+    tmp = temp_path(path)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -82,20 +82,14 @@ def atomic_target(path: Path) -> Iterator[Path]:
 
 
 def write_atomic(path: Path | str, data: bytes) -> None:
-    """Write ``data`` to ``path`` as :func:`atomic_target` does (blocking).
+    """Write ``data`` to ``path`` through :func:`atomic_target` (blocking).
 
-    Pool workers write every image with it, so it is the lean form: plain ``os`` calls, no
-    Path or buffered file objects (those doubled the cost of a 13 kB write). A link at the
-    temporary name is not followed.
+    Pool workers write every image with it, so the write is plain ``os`` calls, no Path or
+    buffered file objects (those doubled the cost of a 13 kB write). A link at the temporary
+    name is not followed.
     """
-    tmp = temp_path(path)
-    try:
+    with atomic_target(path) as tmp:
         write_file(tmp, data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def temp_path(path: Path | str) -> str:

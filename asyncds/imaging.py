@@ -185,13 +185,16 @@ def process_image(data: bytes, options: ImageOptions) -> ImageResult:
 
 def process_batch(items: Sequence[tuple[bytes, ImageOptions]]) -> list[ImageResult]:
     """:func:`process_image` over several items, for one pool task; never raises."""
-    results: list[ImageResult] = []
-    for data, options in items:
-        try:
-            results.append(process_image(data, options))
-        except Exception as exc:  # one bad item must not lose the batch
-            results.append(_rejected(CORRUPT, f"internal error: {type(exc).__name__}: {exc}"))
-    return results
+    return [process_image_safely(data, options) for data, options in items]
+
+
+def process_image_safely(data: bytes, options: ImageOptions) -> ImageResult:
+    """:func:`process_image`, with a fault of this code reported as ``corrupt``: one bad item
+    must not lose a batch."""
+    try:
+        return process_image(data, options)
+    except Exception as exc:
+        return _rejected(CORRUPT, f"internal error: {type(exc).__name__}: {exc}")
 
 
 def phash_to_hex(phash: int) -> str:

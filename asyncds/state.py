@@ -418,11 +418,10 @@ class StateStore:
             )
 
     def _set_statuses_sync(self, updates: list[tuple[str, str, str, str]]) -> None:
-        with self._transaction() as conn:
-            conn.executemany(
-                "UPDATE candidates SET status = ?, reason = ? WHERE label = ? AND photo_id = ?",
-                [(status, reason, label, pid) for label, pid, status, reason in updates],
-            )
+        self._executemany_commit(
+            "UPDATE candidates SET status = ?, reason = ? WHERE label = ? AND photo_id = ?",
+            [(status, reason, label, pid) for label, pid, status, reason in updates],
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asyncds.files import write_atomic
-from asyncds.imaging import CORRUPT, ImageOptions, ImageResult, process_image, stored_phash
+from asyncds.imaging import ImageOptions, ImageResult, process_image_safely, stored_phash
 
 MISSING = "missing"  # an adoption job found no file: the candidate must be downloaded
 _PR_SET_PDEATHSIG = 1
@@ -65,7 +65,7 @@ def _run_one(job: ImageJob, options: ImageOptions) -> ImageResult:
                 data = f.read()
         except FileNotFoundError:
             return ImageResult(MISSING, "no stored file to adopt", None, 0, 0, "", 0, False)
-    result = _process(data, options)
+    result = process_image_safely(data, options)
     if job.data is None and not result.ok:
         # Not a file this program wrote (atomic writes leave none half-written): fetch anew.
         with contextlib.suppress(FileNotFoundError):
@@ -76,14 +76,6 @@ def _run_one(job: ImageJob, options: ImageOptions) -> ImageResult:
     if job.data is not None and result.ok and result.data is not None:
         write_atomic(job.target, result.data)
     return dataclasses.replace(result, data=None)
-
-
-def _process(data: bytes, options: ImageOptions) -> ImageResult:
-    try:
-        return process_image(data, options)
-    except Exception as exc:  # a bug in decoding one file must not lose the batch
-        reason = f"internal error: {type(exc).__name__}: {exc}"
-        return ImageResult(CORRUPT, reason, None, 0, 0, "", 0, False)
 
 
 def rehash_files(paths: Sequence[str], options: object = None) -> list[int | None]:
