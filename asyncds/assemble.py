@@ -38,7 +38,13 @@ from typing import Any
 
 from asyncds.config import Config, SplitSpec, SubsetSpec
 from asyncds.dedup import plan_dedup
-from asyncds.files import TEMP_MARKER, atomic_target, image_relpath, write_atomic
+from asyncds.files import (
+    TEMP_MARKER,
+    atomic_target,
+    image_relpath,
+    unconfigured_folders,
+    write_atomic,
+)
 from asyncds.state import (
     DEDUP_STATUSES,
     CandidateRow,
@@ -58,6 +64,8 @@ ASSEMBLY_VERSION = 2
 # 239 MB out at level 6, for 8 s of a 20,000-image run); it stays a valid .tgz for every tool.
 ARCHIVE_LEVEL = 0
 _ARCHIVE_BUFFER = 1 << 20
+# Members are read without following links: a link planted in a class folder is not packed.
+_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
 _ADD_BATCH = 512  # rows per insert into the dataset index
 _ARCHIVE_CHUNK = 1 << 18  # a file larger than this (metadata.jsonl) is copied in chunks
 SPLIT_FILE = "train_test_split.json"
@@ -513,7 +521,7 @@ def write_archive(
             if is_folder:
                 written += gz.write(tar_header(name, 0, int(os.stat(source).st_mtime), is_dir=True))
                 continue
-            fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)  # plain os calls: 20,000 of them
+            fd = os.open(source, _READ_FLAGS)  # plain os calls: 20,000 of them
             try:
                 st = os.fstat(fd)
                 header = tar_header(name, st.st_size, int(st.st_mtime), is_dir=False)
@@ -773,7 +781,7 @@ def _write_outputs(
         if c.missing_files
     ]
     warnings += split.warnings
-    summary = _summary_json(classes, warnings, config, split, subset, stats)
+    summary = _summary_json(classes, warnings, config, split, subset, stats, out_dir)
     emit(SUMMARY_JSON, _write_json, summary)
     emit(SUMMARY_TXT, write_atomic, render_summary(summary).encode())
 
@@ -834,6 +842,7 @@ def _summary_json(
     split: SplitCounts,
     subset: SplitCounts | None,
     stats: RunStats,
+    out_dir: Path,
 ) -> dict[str, Any]:
     per_class = {c.label: c.to_json() for c in classes}
     totals: dict[str, Any] = {key: sum(c[key] for c in per_class.values()) for key in _TOTAL_KEYS}
@@ -871,6 +880,7 @@ def _summary_json(
             "images_per_s": round(stats.images_per_s, 2),
             "api_calls": stats.api_calls,
         },
+        "unconfigured_folders": unconfigured_folders(out_dir, per_class),
         "warnings": list(warnings),
     }
 
@@ -932,6 +942,11 @@ def render_summary(summary: Mapping[str, Any]) -> str:
         f"run: {run['wall_time_s']:.1f} s, {run['images_fetched']} images fetched "
         f"({run['images_per_s']:.1f} images/s), {run['api_calls']} API calls"
     )
+    if summary.get("unconfigured_folders"):
+        lines.append(
+            f"folders of classes not in the config: {', '.join(summary['unconfigured_folders'])}"
+            " (ImageFolder would take them for classes; --prune removes them)"
+        )
     lines.append("")
     if summary["warnings"]:
         lines.append("warnings:")

@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import errno
 import logging
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -19,8 +21,18 @@ from pathlib import Path
 
 from asyncds import __version__
 from asyncds.config import Config, ConfigError, load_config
-from asyncds.files import OutputLock, OutputLocked
+from asyncds.files import (
+    LOCK_FILE,
+    OutputDirError,
+    OutputLock,
+    OutputLocked,
+    check_output_dir,
+    open_no_follow,
+    prune_folders,
+    unconfigured_folders,
+)
 from asyncds.flickr import FlickrAuthError, FlickrError, redact
+from asyncds.state import STATE_FILE, StateError, damaged_state_message
 
 log = logging.getLogger("asyncds")
 
@@ -74,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="only search: write urls_data.json with up to `count` image URLs per class",
     )
     parser.add_argument(
+        "--prune",
+        action="store_true",
+        help="delete the folders of classes no longer in the config (ImageFolder would take "
+        "them for classes); the summary lists them",
+    )
+    parser.add_argument(
         "--fresh",
         action="store_true",
         help="start over: delete this config's state, class folders and artifacts first",
@@ -83,11 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     verbosity.add_argument(
         "-q", "--quiet", action="store_true", help="no progress display, warnings only"
     )
+    parser.set_defaults(pruned=False)  # set by --prune when it deleted something
     parser.add_argument("--version", action="version", version=f"asyncds {__version__}")
     return parser
 
 
 def setup_logging(*, verbose: bool, quiet: bool) -> None:
+    # A log line that cannot be written (a full disk) must not print a traceback over the
+    # one-line error the run ends with.
+    logging.raiseExceptions = False
     root = logging.getLogger()
     root.setLevel(logging.DEBUG)
     for handler in list(root.handlers):
@@ -102,8 +124,10 @@ def setup_logging(*, verbose: bool, quiet: bool) -> None:
 
 
 def log_to_file(out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(out_dir / "asyncds.log", encoding="utf-8")
+    # Opened here, not by FileHandler: a linked asyncds.log must not append to its target.
+    fd = open_no_follow(out_dir / "asyncds.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    stream = open(fd, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+    handler = logging.StreamHandler(stream)
     handler.setLevel(logging.DEBUG)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(_Redact())
@@ -142,9 +166,21 @@ async def run(args: argparse.Namespace, config: Config, out_dir: Path) -> int:
             log.info("wrote %s (%d API calls)", out_dir / "urls_data.json", result.api_calls)
         else:
             result = await job.create_dataset(
-                config, api_key=api_key, out_dir=out_dir, quiet=args.quiet
+                config,
+                api_key=api_key,
+                out_dir=out_dir,
+                quiet=args.quiet,
+                reassemble=args.pruned,
             )
             log.info("dataset ready in %s (%.1fs)", out_dir, result.wall_time_s)
+            extra = unconfigured_folders(out_dir, (c.name for c in config.classes))
+            if extra:
+                log.warning(
+                    "%s holds folders of classes not in the config: %s (ImageFolder would take "
+                    "them for classes); add --prune to delete them",
+                    out_dir,
+                    ", ".join(extra),
+                )
         for label, (got, wanted) in result.short.items():
             log.warning("%s: %d of %d — Flickr has no more for its tags", label, got, wanted)
     return EXIT_OK
@@ -195,20 +231,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.emulator_faults and not args.emulator:
         parser.error("--emulator-faults needs --emulator")
     out_dir = args.output_dir or config.output_dir
-    if args.fresh:
-        from asyncds.job import delete_fresh, fresh_targets
+    try:
+        check_output_dir(out_dir, written_names(config))
+        if args.fresh:
+            from asyncds.job import delete_fresh, fresh_targets
 
-        try:
             with OutputLock(out_dir):  # never delete under a run that is still going
                 targets = fresh_targets(config, out_dir)
                 for path in targets:
                     print(f"--fresh: deleting {path}", file=sys.stderr)
                 delete_fresh(targets)
-        except OutputLocked as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-    if not args.search_only:
-        log_to_file(out_dir)
+        if args.prune:
+            with OutputLock(out_dir):
+                extra = unconfigured_folders(out_dir, (c.name for c in config.classes))
+                for name in extra:
+                    print(f"--prune: deleting {out_dir / name}", file=sys.stderr)
+                prune_folders(out_dir, extra)
+                args.pruned = bool(extra)
+        if not args.search_only:
+            log_to_file(out_dir)
+    except (OutputLocked, OutputDirError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:
+        print(f"error: {describe_os_error(exc, out_dir)}", file=sys.stderr)
+        return EXIT_FAILED
     from asyncds.job import limit_malloc_arenas
 
     limit_malloc_arenas()  # before the event loop starts any thread
@@ -223,13 +270,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, FlickrAuthError):
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_FAILED if os.environ.get("API_KEY") or args.emulator else EXIT_USAGE
-        if isinstance(exc, FlickrError | OutputLocked):
+        if isinstance(exc, FlickrError | OutputLocked | OutputDirError | StateError):
             print(f"error: {redact(str(exc))}", file=sys.stderr)
+            return EXIT_FAILED
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            full = OSError(errno.ENOSPC, "No space left on device", str(out_dir / STATE_FILE))
+            print(f"error: {describe_os_error(full, out_dir)}", file=sys.stderr)
+            return EXIT_FAILED
+        if isinstance(exc, sqlite3.DatabaseError):
+            print(f"error: {damaged_state_message(out_dir / STATE_FILE, exc)}", file=sys.stderr)
+            return EXIT_FAILED
+        if isinstance(exc, OSError) and exc.errno is not None:
+            log.debug("failed", exc_info=raised)
+            print(f"error: {redact(describe_os_error(exc, out_dir))}", file=sys.stderr)
             return EXIT_FAILED
         # One clear line for the user; the traceback goes to the log file.
         log.debug("unexpected failure", exc_info=raised)
         print(f"error: {type(exc).__name__}: {redact(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def written_names(config: Config) -> list[str]:
+    """Every entry asyncds writes at the top of the output folder (none may be a link)."""
+    from asyncds.config import OUTPUT_FILE_NAMES
+
+    state = [STATE_FILE, f"{STATE_FILE}-wal", f"{STATE_FILE}-shm", f"{STATE_FILE}-journal"]
+    return [LOCK_FILE, *state, *sorted(OUTPUT_FILE_NAMES), *(c.name for c in config.classes)]
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def describe_os_error(exc: OSError, out_dir: Path) -> str:
+    """One line for a failed file operation: which file, why, and what to do."""
+    where = exc.filename or out_dir
+    why = exc.strerror or type(exc).__name__
+    if exc.errno in _NO_SPACE:
+        return (
+            f"cannot write {where}: {why}; free some space on the disk of {out_dir} "
+            "and run the same command again to resume (progress is saved)"
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write {where}: {why}; fix its permissions or choose another --output-dir"
+    return f"{where}: {why}; progress is saved: run the same command again to resume"
 
 
 def _first_leaf(exc: BaseException) -> BaseException:

@@ -174,6 +174,7 @@ class DownloadSettings:
     timeout_s: float = 30.0
     max_bytes: int = 20_000_000
     queue_size: int = 256
+    outage_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,7 +318,7 @@ FLICKR_KEYS = (
     "sort",
 )
 IMAGE_KEYS = ("max_pixels", "max_side", "min_side", "quality")
-DOWNLOAD_KEYS = ("concurrency", "max_bytes", "queue_size", "timeout_s")
+DOWNLOAD_KEYS = ("concurrency", "max_bytes", "outage_s", "queue_size", "timeout_s")
 DEDUP_KEYS = ("cross_class", "phash_distance")
 
 
@@ -801,6 +802,9 @@ def _parse_download(check: _Checker, value: object) -> DownloadSettings:
         ),
         queue_size=check.integer(
             section.get("queue_size", defaults.queue_size), "download.queue_size", lo=1
+        ),
+        outage_s=check.number(
+            section.get("outage_s", defaults.outage_s), "download.outage_s", gt=0
         ),
     )
 

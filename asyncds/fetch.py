@@ -23,6 +23,7 @@ from aiohttp import hdrs
 from tenacity import RetryCallState
 from yarl import URL
 
+from asyncds.outage import HostWatch
 from asyncds.retry import RetryPolicy, TransientError, call_with_retries, parse_retry_after
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,9 @@ class FetchResult:
     final_url: str = ""
     content_type: str = ""
     attempts: int = 1
+    # Set when the last attempt could not connect to this host at all (refused, DNS failure,
+    # connect timeout): maybe the image's fault, maybe an outage (asyncds.outage decides).
+    unreachable_host: str = ""
 
     @property
     def ok(self) -> bool:
@@ -130,11 +134,13 @@ async def fetch_image(
     max_bytes: int,
     timeout_s: float,
     retry: RetryPolicy,
+    watch: HostWatch | None = None,
 ) -> FetchResult:
     """Download one image, retrying transient faults under ``retry``; never raises for a fault.
 
     ``timeout_s`` bounds each attempt (connect, headers and body); ``max_bytes`` caps the body,
-    which is streamed and abandoned as soon as the cap is crossed.
+    which is streamed and abandoned as soon as the cap is crossed. ``watch`` learns whether
+    the image's host answered (any HTTP status counts).
     """
     timeout = _timeout(timeout_s)
     attempts = 0
@@ -165,6 +171,8 @@ async def fetch_image(
     try:
         result = await call_with_retries(retry, attempt, before_sleep=log_retry)
     except _RetryableFault as exc:
+        if watch is not None:
+            watch.reached(target.host or "")  # it answered, with an error
         return FetchResult(
             exc.status,
             f"{exc.reason}; still failing after {attempts} attempts, {spent}",
@@ -174,6 +182,13 @@ async def fetch_image(
         )
     except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
         reason = f"{_describe(exc, timeout_s)}; still failing after {attempts} attempts, {spent}"
+        if isinstance(exc, _NO_CONNECTION):
+            host = target.host or ""
+            return FetchResult(
+                FetchStatus.NETWORK_ERROR, reason, attempts=attempts, unreachable_host=host
+            )
+        if watch is not None:
+            watch.reached(target.host or "")
         return FetchResult(FetchStatus.NETWORK_ERROR, reason, attempts=attempts)
     except (aiohttp.ClientError, ValueError) as exc:
         # Not retried: an invalid or non-HTTP URL (also from a redirect), a malformed response.
@@ -185,9 +200,15 @@ async def fetch_image(
         log.warning("fetch %s: unexpected %s", _display(target), type(exc).__name__)
         reason = f"unexpected error: {type(exc).__name__}"
         return FetchResult(FetchStatus.NETWORK_ERROR, reason, attempts=attempts)
+    if watch is not None:
+        watch.reached(target.host or "")
     if attempts == 1:
         return result
     return dataclasses.replace(result, attempts=attempts)
+
+
+# No connection was made at all: the host may be down (asyncds.outage), not the image bad.
+_NO_CONNECTION = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 
 
 @functools.lru_cache(maxsize=8)

@@ -8,8 +8,11 @@ asyncio, sqlite3 and threads into each worker's memory).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import shutil
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -21,6 +24,10 @@ class OutputLocked(Exception):
     """Another run holds the output folder."""
 
 
+class OutputDirError(Exception):
+    """The output folder cannot be used as it is; the message says why and what to do."""
+
+
 class OutputLock:
     """An exclusive ``flock`` on the output folder, released by the kernel if we are killed."""
 
@@ -30,7 +37,13 @@ class OutputLock:
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            # Never through a link: a planted .asyncds.lock -> ~/.bashrc would be truncated.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise OutputDirError(_link_message(self.path)) from None
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -72,12 +85,17 @@ def atomic_target(path: Path | str) -> Iterator[str]:
     fetches them again.
     """
     tmp = temp_path(path)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # a leftover, or a planted link: the write must create a fresh file
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            # os.write's ENOSPC names no file; the user needs to know which disk filled up.
+            raise OSError(exc.errno, exc.strerror, os.fspath(path)) from exc
         raise
 
 
@@ -110,6 +128,13 @@ def write_file(path: str, data: bytes) -> None:
         os.close(fd)
 
 
+def read_file(path: str) -> bytes:
+    """The bytes of ``path``, not through a link (``OSError`` ELOOP for a link; blocking)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with open(fd, "rb") as f:
+        return f.read()
+
+
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
@@ -124,3 +149,86 @@ def remove_temp_files(folders: Iterable[Path]) -> int:
                 entry.unlink()
                 removed += 1
     return removed
+
+
+def unconfigured_folders(out_dir: Path, class_names: Iterable[str]) -> list[str]:
+    """Folders at the top of ``out_dir`` that are not a configured class, sorted.
+
+    torchvision's ``ImageFolder`` takes every folder (hidden ones and links to folders too)
+    for a class, so each of these would be one more class to it; ``--prune`` removes them.
+    """
+    wanted = set(class_names)
+    try:
+        with os.scandir(out_dir) as entries:
+            return sorted(e.name for e in entries if e.is_dir() and e.name not in wanted)
+    except FileNotFoundError:
+        return []
+
+
+def prune_folders(out_dir: Path, names: Iterable[str]) -> None:
+    """Delete these folders of ``out_dir`` (a link is removed, never followed; blocking)."""
+    for name in names:
+        path = out_dir / name
+        if path.is_symlink():
+            path.unlink()
+        else:
+            shutil.rmtree(path)
+
+
+def open_no_follow(path: Path | str, flags: int, mode: int = 0o644) -> int:
+    """``os.open`` that refuses a link at ``path`` with :class:`OutputDirError`."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OutputDirError(_link_message(Path(path))) from None
+        raise
+
+
+def check_output_dir(out_dir: Path, names: Iterable[str]) -> None:
+    """Make sure ``out_dir`` is a folder this run can write in, with no link among ``names``.
+
+    ``names`` are the entries asyncds writes in the folder (class folders, state, log, lock,
+    artifacts). A class folder that is a link to elsewhere would receive every image, and the
+    archive would pack whatever it points at: refuse, with the fix in the message.
+    """
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputDirError(
+            f"the output folder {out_dir} exists but is not a folder; choose another --output-dir"
+        ) from None
+    except NotADirectoryError:
+        raise OutputDirError(
+            f"cannot create the output folder {out_dir}: a part of that path is a file; "
+            "choose another --output-dir"
+        ) from None
+    except OSError as exc:
+        raise OutputDirError(
+            f"cannot create the output folder {out_dir}: {exc.strerror}; "
+            "choose another --output-dir"
+        ) from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise OutputDirError(
+            f"the output folder {out_dir} is not writable; "
+            "fix its permissions or choose another --output-dir"
+        )
+    for name in names:
+        path = out_dir / name
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(mode):
+            raise OutputDirError(_link_message(path))
+
+
+def _link_message(path: Path) -> str:
+    try:
+        target = f" (to {os.readlink(path)})"
+    except OSError:
+        target = ""
+    return (
+        f"{path} is a symbolic link{target}; asyncds writes only inside its output folder and "
+        "never through a link: remove the link (or choose another --output-dir)"
+    )

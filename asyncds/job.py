@@ -159,6 +159,11 @@ async def search_only(config: Config, *, api_key: str, out_dir: Path) -> JobResu
     """Run only the search producers and write ``urls_data.json`` (``--search-only``)."""
     started = time.monotonic()
     await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
+    with OutputLock(out_dir):  # a running job owns urls_data.json: wait for it to finish
+        return await _search_only(config, api_key=api_key, out_dir=out_dir, started=started)
+
+
+async def _search_only(config: Config, *, api_key: str, out_dir: Path, started: float) -> JobResult:
     urls: dict[str, list[str]] = {}
     short: dict[str, tuple[int, int]] = {}
     async with flickr_client(config, api_key=api_key) as client:
@@ -189,8 +194,12 @@ async def create_dataset(
     api_key: str,
     out_dir: Path,
     quiet: bool = False,
+    reassemble: bool = False,
 ) -> JobResult:
-    """Search, download, dedup and assemble; resumes from the state in ``out_dir``."""
+    """Search, download, dedup and assemble; resumes from the state in ``out_dir``.
+
+    ``reassemble`` rewrites the artifacts even when nothing changed (the folder did: --prune).
+    """
     started = time.monotonic()
     with OutputLock(out_dir):
         removed = await asyncio.to_thread(
@@ -207,6 +216,7 @@ async def create_dataset(
                 out_dir=out_dir,
                 quiet=quiet,
                 started=started,
+                reassemble=reassemble,
             )
         finally:
             await asyncio.shield(state.close())
@@ -220,6 +230,7 @@ async def _run(
     out_dir: Path,
     quiet: bool,
     started: float,
+    reassemble: bool,
 ) -> JobResult:
     async with ImagePool(pool_size()) as pool:
         await rehash_stored_images(state, out_dir, pool)
@@ -227,7 +238,14 @@ async def _run(
             # New or changed dedup/split settings: re-judge what is stored before filling up.
             await apply_dedup(state, config, out_dir)
         return await _download_and_assemble(
-            config, state, pool, api_key=api_key, out_dir=out_dir, quiet=quiet, started=started
+            config,
+            state,
+            pool,
+            api_key=api_key,
+            out_dir=out_dir,
+            quiet=quiet,
+            started=started,
+            reassemble=reassemble,
         )
 
 
@@ -267,6 +285,7 @@ async def _download_and_assemble(
     out_dir: Path,
     quiet: bool,
     started: float,
+    reassemble: bool,
 ) -> JobResult:
     progress = await initial_progress(config, state)
     images_before = sum(p.good for p in progress.values())
@@ -300,7 +319,8 @@ async def _download_and_assemble(
     wall = time.monotonic() - started
     fetched = sum(p.good for p in progress.values()) - images_before
     fingerprint = _fingerprint(config)
-    if rounds == 0 and await state.meta("assembled") == fingerprint and _artifacts_exist(out_dir):
+    unchanged = rounds == 0 and not reassemble
+    if unchanged and await state.meta("assembled") == fingerprint and _artifacts_exist(out_dir):
         # A rerun on a finished folder: nothing new, so no file is rewritten.
         log.info("%s is complete; nothing to do", out_dir)
     else:

@@ -15,6 +15,9 @@
   downloaded without first asking the disk whether its file exists; only candidates left
   pending by an earlier run are first offered to the pool to adopt a file already written.
 
+A download that cannot connect to its host is handed to :mod:`asyncds.outage`, which tells an
+outage (the run stops, resumable, nothing recorded) from a bad image (dropped, replaced).
+
 Candidates are enqueued in search order and every enqueued one is finished before a class is
 done, so the good images of a class are always "the first ``count`` good ones in search order":
 the same set whether the run went straight through or was killed and resumed.
@@ -30,12 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+from yarl import URL
 
 from asyncds.config import ClassSpec, Config
-from asyncds.fetch import fetch_image
+from asyncds.fetch import FetchResult, fetch_image
 from asyncds.files import image_relpath
 from asyncds.flickr import ClassSearch, FlickrClient, SearchCursor
 from asyncds.imaging import ImageOptions, ImageResult, phash_to_hex
+from asyncds.outage import HostUnreachable, HostWatch
 from asyncds.pool import ImagePool
 from asyncds.state import CandidateRow, Outcome, StateStore, Status
 from asyncds.worker import ImageJob
@@ -125,6 +130,8 @@ class Pipeline:
         self._timeout_s = config.download.timeout_s
         self._retry = config.flickr.retry_policy
         self._flushing: asyncio.Task[None] | None = None
+        self.watch = HostWatch(config.download.outage_s)
+        self._loopback_origin = _loopback_origin(config.flickr.api_url)
 
     async def run(self) -> None:
         """Run producers and consumers until every class is complete or exhausted."""
@@ -222,13 +229,10 @@ class Pipeline:
             adopted = await self.pool.run("image", ImageJob(target), self._options)
             if adopted.status == Status.OK:
                 return _ok(row, relpath, adopted, attempts=0)
-        fetched = await fetch_image(
-            self.session,
-            row.url,
-            max_bytes=self._max_bytes,
-            timeout_s=self._timeout_s,
-            retry=self._retry,
-        )
+        url = row.url
+        if self._loopback_origin is not None and not url.startswith(self._loopback_origin):
+            url = _rebase_loopback(url, self._loopback_origin)
+        fetched = await self._fetch(url)
         if fetched.status != "ok" or fetched.data is None:
             return Outcome(
                 row.label, row.photo_id, fetched.status, fetched.reason, fetched.attempts
@@ -240,6 +244,68 @@ class Pipeline:
         if result.status != Status.OK:
             return Outcome(row.label, row.photo_id, result.status, result.reason, fetched.attempts)
         return _ok(row, relpath, result, attempts=fetched.attempts)
+
+    async def _fetch(self, url: str) -> FetchResult:
+        """:func:`fetch_image`, except that a failure to connect is never final during an
+        outage of the host (:mod:`asyncds.outage`): it raises :class:`HostUnreachable`."""
+        host_was_up = 0
+        while True:
+            began = time.monotonic()
+            fetched = await fetch_image(
+                self.session,
+                url,
+                max_bytes=self._max_bytes,
+                timeout_s=self._timeout_s,
+                retry=self._retry,
+                watch=self.watch,
+            )
+            host = fetched.unreachable_host
+            if not host:
+                return fetched
+            if self.watch.reached_since(host, began):
+                # Others reached the host meanwhile. Once more from the start, in case it has
+                # only just come back; a second such failure is this image's own.
+                host_was_up += 1
+                if host_was_up >= 2:
+                    return fetched
+                continue
+            silent = self.watch.silent_for(host)
+            if silent >= self.watch.outage_s:
+                raise HostUnreachable(host, silent, fetched.reason.split(";")[0])
+            await asyncio.sleep(min(_PROBE_S, self.watch.outage_s - silent))
+
+
+# While a host may be down, each waiting download tries again this often (it is the probe).
+_PROBE_S = 2.0
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _loopback_origin(api_url: str) -> str | None:
+    """``scheme://host:port/`` of an API on loopback (an emulator), else None.
+
+    An emulator's port changes from run to run (``--emulator`` takes any free one), so the
+    image URLs an earlier run stored point at a port nobody listens on any more. Such URLs
+    are fetched from the current API's origin instead: real Flickr never serves loopback
+    URLs, and URLs that differ only in the emulator's port are the same image.
+    """
+    try:
+        api = URL(api_url)
+    except (ValueError, TypeError):
+        return None
+    if api.host not in _LOOPBACK_HOSTS or api.port is None:
+        return None
+    return f"{api.scheme}://{api.raw_authority}/"
+
+
+def _rebase_loopback(url: str, origin: str) -> str:
+    try:
+        parsed = URL(url)
+    except (ValueError, TypeError):
+        return url
+    if parsed.host not in _LOOPBACK_HOSTS:
+        return url
+    query = f"?{parsed.raw_query_string}" if parsed.raw_query_string else ""
+    return origin + parsed.raw_path.lstrip("/") + query
 
 
 def _ok(row: CandidateRow, relpath: str, result: ImageResult, *, attempts: int) -> Outcome:

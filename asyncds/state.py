@@ -156,6 +156,17 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+class StateError(Exception):
+    """The state file cannot be used; the message names it and the way out."""
+
+
+def damaged_state_message(path: Path, exc: BaseException) -> str:
+    return (
+        f"the state file {path} is not a usable asyncds state ({exc}); move it aside to "
+        "keep it, or run with --fresh to start this dataset over"
+    )
+
+
 class StateStore:
     """Async facade over the SQLite state; every call runs on the store's own thread."""
 
@@ -169,7 +180,14 @@ class StateStore:
     @classmethod
     async def open(cls, path: Path, *, batch_size: int = 200) -> StateStore:
         store = cls(path, batch_size=batch_size)
-        await store._run(store._open_sync)
+        try:
+            await store._run(store._open_sync)
+        except sqlite3.DatabaseError as exc:
+            store._thread.shutdown(wait=False)
+            raise StateError(damaged_state_message(path, exc)) from None
+        except BaseException:
+            store._thread.shutdown(wait=False)
+            raise
         return store
 
     async def close(self) -> None:

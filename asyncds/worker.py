@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import errno
 import os
 import pickle
 import signal
@@ -32,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from asyncds.files import write_atomic
+from asyncds.files import read_file, write_atomic
 from asyncds.imaging import ImageOptions, ImageResult, process_image_safely, stored_phash
 
 MISSING = "missing"  # an adoption job found no file: the candidate must be downloaded
@@ -61,10 +62,14 @@ def _run_one(job: ImageJob, options: ImageOptions) -> ImageResult:
     data = job.data
     if data is None:
         try:
-            with open(job.target, "rb") as f:
-                data = f.read()
+            data = read_file(job.target)
         except FileNotFoundError:
             return ImageResult(MISSING, "no stored file to adopt", None, 0, 0, "", 0, False)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            os.unlink(job.target)  # a link planted in a class folder is never read or kept
+            return ImageResult(MISSING, "a link, not a stored file", None, 0, 0, "", 0, False)
     result = process_image_safely(data, options)
     if job.data is None and not result.ok:
         # Not a file this program wrote (atomic writes leave none half-written): fetch anew.
@@ -83,8 +88,7 @@ def rehash_files(paths: Sequence[str], options: object = None) -> list[int | Non
     hashes: list[int | None] = []
     for path in paths:
         try:
-            with open(path, "rb") as f:
-                hashes.append(stored_phash(f.read()))
+            hashes.append(stored_phash(read_file(path)))
         except Exception:  # its row keeps the hash it has
             hashes.append(None)
     return hashes

@@ -115,3 +115,13 @@ def assert_clean_class_folder(out_dir: Path, label: str, count: int, max_side: i
             im.load()
             assert im.format == "JPEG" and im.mode == "RGB"
             assert max(im.size) <= max_side
+
+
+async def wait_for_images(out_dir: Path, labels: list[str], at_least: int, timeout: float = 60):
+    """Wait until the class folders hold ``at_least`` images in all (a run is under way)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if sum(len(images(out_dir, label)) for label in labels) >= at_least:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"fewer than {at_least} images appeared in {timeout}s")

@@ -20,6 +20,7 @@ from tests.e2e import (
     run_cli,
     start_cli,
     state_rows,
+    wait_for_images,
     write_config,
 )
 
@@ -31,15 +32,6 @@ async def wait_for_path(path: Path, timeout: float = 60) -> None:
     while not await asyncio.to_thread(path.exists):
         assert asyncio.get_running_loop().time() < deadline, f"{path} did not appear"
         await asyncio.sleep(0.01)
-
-
-async def wait_for_images(out_dir: Path, labels: list[str], at_least: int, timeout: float = 60):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if sum(len(images(out_dir, label)) for label in labels) >= at_least:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"fewer than {at_least} images appeared in {timeout}s")
 
 
 async def test_search_only_past_the_cap_with_transient_api_faults(tmp_path: Path):

@@ -109,4 +109,3 @@ async def test_rehash_maps_paths_to_hashes(tmp_path: Path):
     async with ImagePool(2) as pool:
         hashes = await pool.map("rehash", [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")])
     assert hashes == [stored_phash(data), None]
-

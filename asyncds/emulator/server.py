@@ -831,6 +831,11 @@ class RunningEmulator:
         return self.base_url + REST_PATH
 
     @property
+    def port(self) -> int:
+        """The port it listens on (to start it again on the same one)."""
+        return int(self.base_url.rsplit(":", 1)[1])
+
+    @property
     def stats(self) -> EmulatorStats:
         return stats_of(self.app)
 
