@@ -56,14 +56,27 @@ class _Redact(logging.Filter):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m asyncds",
-        description=(
-            "Build an image-classification dataset from Flickr tag searches: search, download, "
-            "resize, dedup, split, archive. Re-running the same command resumes. "
-            "`python -m asyncds emulator --help` runs the built-in Flickr emulator on its own."
+        usage=(
+            "python -m asyncds CONFIG [options]\n"
+            "       python -m asyncds plan CONFIG [--emulator]\n"
+            "       python -m asyncds emulator [options]"
         ),
-        epilog="Credentials come from the API_KEY and API_SECRET environment variables; "
-        "FLICKR_API_URL overrides the API endpoint. Exit codes: 0 done, 1 failed, "
-        "2 bad config or usage, 130 interrupted.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Build an image-classification dataset from Flickr tag searches: search, download,\n"
+            "resize, dedup, split, archive. Re-running the same command resumes.\n\n"
+            "subcommands:\n"
+            "  plan      what a run will take (matches, API calls, time, disk); downloads nothing\n"
+            "  emulator  the built-in Flickr emulator alone (python -m asyncds emulator --help)"
+        ),
+        epilog=(
+            "examples:\n"
+            "  python -m asyncds examples/demo.yaml --emulator   # try it offline, no key\n"
+            "  export API_KEY=... API_SECRET=...\n"
+            "  python -m asyncds plan config.yaml && python -m asyncds config.yaml\n\n"
+            "Credentials come from API_KEY and API_SECRET; FLICKR_API_URL overrides the API\n"
+            "endpoint. Exit codes: 0 done, 1 failed, 2 bad config or usage, 130 interrupted."
+        ),
     )
     parser.add_argument("config", type=Path, help="the YAML config (see README: Configuration)")
     parser.add_argument(
@@ -77,9 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --emulator: inject Flickr's faults ('all', or a fault-profile YAML file)",
     )
     parser.add_argument(
-        "--emulator-seed", type=int, default=0, help="with --emulator: the catalog seed"
+        "--emulator-seed", type=int, default=0, help="with --emulator: the catalog seed (default 0)"
     )
-    parser.add_argument("--output-dir", type=Path, help="output folder (overrides output_dir)")
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        metavar="DIR",
+        help="output folder (default: output_dir from the config, else outputs)",
+    )
     parser.add_argument(
         "--search-only",
         action="store_true",
@@ -214,12 +232,65 @@ def _runner() -> asyncio.Runner:
     return asyncio.Runner(loop_factory=uvloop.new_event_loop)
 
 
+def build_plan_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m asyncds plan",
+        description=(
+            "Before a long run: one search call per class, then Flickr's matches, whether each "
+            "class will end short, the API calls the run needs and their time at the key's "
+            "rate, and the disk it will take. Downloads nothing and writes nothing."
+        ),
+    )
+    parser.add_argument("config", type=Path, help="the YAML config")
+    parser.add_argument(
+        "--emulator", action="store_true", help="plan against the built-in Flickr emulator"
+    )
+    parser.add_argument(
+        "--emulator-seed", type=int, default=0, help="with --emulator: the catalog seed"
+    )
+    parser.set_defaults(emulator_faults=None)
+    return parser
+
+
+async def plan(args: argparse.Namespace, config: Config) -> int:
+    from asyncds.job import flickr_client
+    from asyncds.plan import make_plan, render_plan
+
+    async with endpoint(config, args) as (config, api_key):
+        if not api_key:
+            print(NO_KEY, file=sys.stderr)
+            return EXIT_USAGE
+        async with flickr_client(config, api_key=api_key) as client:
+            print(render_plan(await make_plan(config, client)), end="")
+    return EXIT_OK
+
+
+def plan_main(argv: list[str]) -> int:
+    args = build_plan_parser().parse_args(argv)
+    setup_logging(verbose=False, quiet=True)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with _runner() as runner:
+            return runner.run(plan(args, config))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except FlickrError as exc:
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["emulator"]:
         from asyncds.emulator.cli import main as emulator_main
 
         return emulator_main(argv[1:])
+    if argv[:1] == ["plan"]:
+        return plan_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(verbose=args.verbose, quiet=args.quiet)
