@@ -1,6 +1,8 @@
-"""Deduplication planning: which downloaded images must leave the dataset, and why.
+"""Deduplication: which downloaded images must leave the dataset, and why; and applying that.
 
-A plan reads rows and returns decisions; it touches no image and no state. What it has seen
+A plan (:func:`plan_dedup`) reads rows and returns decisions; it touches no image and no state.
+:func:`apply_dedup` (async, the job's step between download rounds) plans over the state,
+records the drops in it and deletes the dropped images. What it has seen
 so far lives in a :class:`SeenIndex`, a private temporary SQLite file, so planning a state of
 any size takes a few MB of memory.
 
@@ -29,13 +31,23 @@ the rows it is given alone.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
-from asyncds.files import image_relpath
-from asyncds.state import DEDUP_STATUSES, CandidateRow, Status, scratch_database
+from asyncds.files import UnsafePathError, image_relpath, safe_relpath
+from asyncds.state import DEDUP_STATUSES, CandidateRow, StateStore, Status, scratch_database
+
+if TYPE_CHECKING:
+    from asyncds.config import Config
+
+log = logging.getLogger(__name__)
 
 HASH_BITS = 64
 CrossClassPolicy = Literal["drop", "keep-first"]
@@ -415,3 +427,75 @@ def apply_decisions(
 def kept_rows(rows: Iterable[CandidateRow], decisions: Iterable[Decision]) -> list[CandidateRow]:
     """The ``ok`` rows that survive the decisions, in the order given."""
     return [r for r in apply_decisions(rows, decisions) if r.status == Status.OK]
+
+
+# -- applying a plan: the state and the files -------------------------------------------------
+
+
+def _inside(out_root: Path, relpath: str) -> Path | None:
+    """The file for ``relpath`` if it resolves inside a folder of ``out_root``, else None."""
+    try:
+        target = (out_root / safe_relpath(relpath)).resolve()
+    except UnsafePathError:
+        return None
+    if target.parent == out_root or not target.is_relative_to(out_root):
+        return None
+    return target
+
+
+def delete_dropped_files(out_dir: Path, rows: Iterable[CandidateRow]) -> int:
+    """Delete the images of dedup-dropped rows (only inside ``out_dir``'s folders); how many."""
+    out_root = out_dir.resolve()
+    deleted = 0
+    for row in rows:
+        if row.status not in DEDUP_STATUSES:
+            continue
+        relpath = row.path or image_relpath(row.label, row.photo_id)
+        target = _inside(out_root, relpath)
+        if target is None:
+            log.warning("not deleting %r: outside the class folders of %s", relpath, out_dir)
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
+            deleted += 1
+    return deleted
+
+
+async def apply_dedup(state: StateStore, config: Config, out_dir: Path) -> dict[str, int]:
+    """Plan dedup over the state, record the drops, delete their files.
+
+    Drops are sticky (see ``asyncds.dedup``): nothing is ever restored, so deleting a dropped
+    file is always safe. Statuses are committed before files are deleted, and every dropped
+    row's file is deleted on each call, so a run killed in between finishes the job next time.
+    Returns per configured class the number of good images after dedup.
+
+    The state is streamed through the plan in search rank order, so only dedup's indexes
+    grow with the state, never a list of its rows.
+    """
+    await state.flush()  # judge every outcome so far
+    judged = state.stream(statuses={Status.OK, *DEDUP_STATUSES}, order="rank")
+    decisions = await asyncio.to_thread(
+        plan_dedup,
+        judged,
+        class_order=[spec.name for spec in config.classes],
+        max_distance=config.dedup.phash_distance,
+        cross_class=config.dedup.cross_class,
+        ranked=True,
+    )
+    if decisions:
+        await state.set_statuses((d.label, d.photo_id, d.status, d.reason) for d in decisions)
+        by_status = Counter(d.status for d in decisions)
+        log.info(
+            "dedup dropped %d images (%s)",
+            len(decisions),
+            ", ".join(f"{s} {n}" for s, n in sorted(by_status.items())),
+        )
+        for d in decisions:
+            log.debug("dedup: %s/%s %s: %s", d.label, d.photo_id, d.status, d.reason)
+    # Read back after the commit: this round's drops and every earlier one.
+    dropped = state.stream(statuses=DEDUP_STATUSES)
+    deleted = await asyncio.to_thread(delete_dropped_files, out_dir, dropped)
+    if deleted:
+        log.debug("deleted %d dropped images", deleted)
+    counts = await state.counts()
+    return {spec.name: counts.get(spec.name, Counter())[Status.OK] for spec in config.classes}

@@ -76,6 +76,19 @@ def image_relpath(label: str, photo_id: str) -> str:
     return f"{label}/{photo_id}.jpg"
 
 
+class UnsafePathError(ValueError):
+    """A path from the state that would escape the output folder."""
+
+
+def safe_relpath(path: str) -> str:
+    """``path`` if it is a plain relative POSIX path (no root, no ``..``), else UnsafePathError."""
+    # Plain string checks (a root shows as an empty first part): this runs for every image,
+    # and pathlib would intern every file name it parses.
+    if not path or "\\" in path or any(part in ("..", ".", "") for part in path.split("/")):
+        raise UnsafePathError(f"unsafe path in the state: {path!r}")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_target(path: Path | str) -> Iterator[str]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` (blocking).

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import aiohttp
 
-from asyncds.assemble import ASSEMBLY_VERSION, RunStats, apply_dedup, assemble_outputs
+from asyncds.assembly import ASSEMBLY_VERSION, RunStats, assemble_outputs
 from asyncds.config import OUTPUT_FILE_NAMES, Config
+from asyncds.dedup import apply_dedup
 from asyncds.files import OutputLock, remove_temp_files, write_atomic
 from asyncds.flickr import FlickrClient, collect_candidates
 from asyncds.imaging import HASH_VERSION, phash_to_hex

@@ -1,4 +1,4 @@
-"""asyncds.assemble: selection, seeded splits, and every artifact written from a real state."""
+"""asyncds.assembly: selection, seeded splits, and every artifact written from a real state."""
 
 from __future__ import annotations
 
@@ -16,24 +16,20 @@ from pathlib import Path, PurePosixPath
 import pytest
 from PIL import Image
 
-from asyncds.assemble import (
+from asyncds.assembly import (
     DROP_REASONS,
     AssemblyReport,
-    DatasetIndex,
     RunStats,
-    SplitCounts,
-    UnsafePathError,
-    apply_dedup,
     assemble_outputs,
-    safe_relpath,
-    seeded_key,
-    subset_count,
-    tar_header,
-    write_archive,
     write_outputs,
 )
+from asyncds.assembly.dataset import DatasetIndex, SplitCounts, relpath, seeded_key, subset_count
+from asyncds.assembly.writers import WRITERS, Writer
+from asyncds.assembly.writers.archive import tar_header, write_archive
+from asyncds.assembly.writers.base import StreamedFile
 from asyncds.config import ClassSpec, Config, SplitSpec, SubsetSpec
-from asyncds.files import TEMP_MARKER, image_relpath
+from asyncds.dedup import apply_dedup
+from asyncds.files import TEMP_MARKER, UnsafePathError, image_relpath, safe_relpath
 from asyncds.flickr import Candidate
 from asyncds.state import CandidateRow, Outcome, StateStore, Status
 from tests import factories
@@ -634,3 +630,60 @@ async def test_the_output_loads_with_hugging_face_datasets(assembled, tmp_path: 
         "json", data_files=str(out / "metadata.jsonl"), cache_dir=str(tmp_path / "hf")
     )["train"]
     assert sorted(metadata["file_name"]) == sorted(DATASET)
+
+
+# -- the writer interface -----------------------------------------------------------------------
+
+
+class _Labels(Writer):
+    """A format added as one writer: ``labels.txt`` (path, split), archived."""
+
+    name = "labels"
+    files = ("labels.txt",)
+    archived = True
+    per_row = True
+
+    def start(self, ctx, cleanup):
+        self.out = StreamedFile(ctx.out_dir / "labels.txt", cleanup)
+        self.batches = 0
+
+    def add(self, batch):
+        self.batches += 1
+        self.out.file.write("".join(f"{relpath(row)} {split}\n" for row, split in batch))
+
+    def finish(self, ctx):
+        ctx.summary_fields["labels"] = {"batches": self.batches}
+        return [self.out.commit()]
+
+
+class _Broken(_Labels):
+    name = "broken"
+    files = ("broken.txt",)
+
+    def add(self, batch):
+        raise RuntimeError("disk on fire")
+
+
+async def test_a_new_writer_is_fed_the_ordered_pass_and_archived(assembled):
+    out, _, rows = assembled
+    writers = (*WRITERS[:-2], _Labels, *WRITERS[-2:])
+    report = write_outputs(rows, make_config(out), out, STATS, writers=writers)
+    split = json.loads((out / "train_test_split.json").read_text())
+    expected = sorted((p, name) for name in ("train", "test") for p in split[name])
+    lines = (out / "labels.txt").read_text().splitlines()
+    assert [tuple(line.rsplit(" ", 1)) for line in lines] == expected
+    assert json.loads((out / "summary.json").read_text())["labels"] == {"batches": 1}
+    assert out / "labels.txt" in report.paths and "labels" in report.writer_s
+    with tarfile.open(out / "dataset.tgz") as tar:
+        assert "labels.txt" in tar.getnames()
+
+
+async def test_a_writer_that_fails_leaves_no_partial_file(assembled):
+    out, _, rows = assembled
+    before = {n: (out / n).read_bytes() for n in ("metadata.jsonl", "dataset.tgz")}
+    writers = (*WRITERS[:-2], _Broken, *WRITERS[-2:])
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        write_outputs(rows, make_config(out), out, STATS, writers=writers)
+    assert not [p for p in out.iterdir() if p.name.startswith(TEMP_MARKER)]
+    assert not (out / "broken.txt").exists()
+    assert {n: (out / n).read_bytes() for n in before} == before

@@ -1,4 +1,4 @@
-"""asyncds.dedup (pure planning, multi-index hashing) and assemble.apply_dedup on a real state."""
+"""asyncds.dedup (pure planning, multi-index hashing) and apply_dedup on a real state."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from asyncds.assemble import apply_dedup, delete_dropped_files
 from asyncds.config import ClassSpec, Config, DedupSettings
 from asyncds.dedup import (
     Decision,
     SeenIndex,
     _Entry,
     apply_decisions,
+    apply_dedup,
+    delete_dropped_files,
     kept_rows,
     plan_dedup,
 )

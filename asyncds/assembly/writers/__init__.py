@@ -1,0 +1,29 @@
+"""The artifact writers, in the order assembly runs them.
+
+A new format is one file here (a :class:`~asyncds.assembly.writers.base.Writer`) and one
+line in :data:`WRITERS`. Order matters only at the end: the summary reports what the writers
+before it added (``ctx.summary_fields``, ``ctx.warnings``), and the archive packs the files the
+writers before it marked ``archived``, so those two stay last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from asyncds.assembly.writers.archive import ArchiveWriter
+from asyncds.assembly.writers.base import Writer
+from asyncds.assembly.writers.metadata import MetadataWriter
+from asyncds.assembly.writers.split import SplitWriter
+from asyncds.assembly.writers.summary import SummaryWriter
+from asyncds.assembly.writers.urls import UrlsWriter
+
+# A fresh writer per assembly: writers hold their open files between start and finish.
+WRITERS: tuple[Callable[[], Writer], ...] = (
+    SplitWriter,
+    UrlsWriter,
+    MetadataWriter,
+    SummaryWriter,  # stays next to last
+    ArchiveWriter,  # stays last
+)
+
+__all__ = ["WRITERS", "Writer"]
