@@ -171,9 +171,10 @@ class ImageSettings:
 @dataclass(frozen=True, slots=True)
 class DownloadSettings:
     concurrency: int = 128
-    timeout_s: float = 30.0
+    timeout_s: float = 30.0  # one attempt, all of it
     max_bytes: int = 20_000_000
     queue_size: int = 256
+    idle_timeout_s: float = 10.0  # no bytes for this long: the attempt has stalled
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,7 +318,7 @@ FLICKR_KEYS = (
     "sort",
 )
 IMAGE_KEYS = ("max_pixels", "max_side", "min_side", "quality")
-DOWNLOAD_KEYS = ("concurrency", "max_bytes", "queue_size", "timeout_s")
+DOWNLOAD_KEYS = ("concurrency", "idle_timeout_s", "max_bytes", "queue_size", "timeout_s")
 DEDUP_KEYS = ("cross_class", "phash_distance")
 
 
@@ -801,6 +802,9 @@ def _parse_download(check: _Checker, value: object) -> DownloadSettings:
         ),
         queue_size=check.integer(
             section.get("queue_size", defaults.queue_size), "download.queue_size", lo=1
+        ),
+        idle_timeout_s=check.number(
+            section.get("idle_timeout_s", defaults.idle_timeout_s), "download.idle_timeout_s", gt=0
         ),
     )
 

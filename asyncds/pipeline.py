@@ -32,7 +32,7 @@ from pathlib import Path
 import aiohttp
 
 from asyncds.config import ClassSpec, Config
-from asyncds.fetch import fetch_image
+from asyncds.fetch import ImageHosts, fetch_image
 from asyncds.files import image_relpath
 from asyncds.flickr import ClassSearch, FlickrClient, SearchCursor
 from asyncds.imaging import ImageOptions, ImageResult, phash_to_hex
@@ -123,6 +123,8 @@ class Pipeline:
         self._out = os.fspath(out_dir)
         self._max_bytes = config.download.max_bytes
         self._timeout_s = config.download.timeout_s
+        self._idle_timeout_s = config.download.idle_timeout_s
+        self._hosts = ImageHosts.for_api(config.flickr.api_url)
         self._retry = config.flickr.retry_policy
         self._flushing: asyncio.Task[None] | None = None
 
@@ -228,6 +230,8 @@ class Pipeline:
             max_bytes=self._max_bytes,
             timeout_s=self._timeout_s,
             retry=self._retry,
+            hosts=self._hosts,
+            idle_timeout_s=self._idle_timeout_s,
         )
         if fetched.status != "ok" or fetched.data is None:
             return Outcome(
