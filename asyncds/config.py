@@ -171,10 +171,11 @@ class ImageSettings:
 @dataclass(frozen=True, slots=True)
 class DownloadSettings:
     concurrency: int = 128
-    timeout_s: float = 30.0
+    timeout_s: float = 30.0  # one attempt, all of it
     max_bytes: int = 20_000_000
     queue_size: int = 256
     outage_s: float = 30.0
+    idle_timeout_s: float = 10.0  # no bytes for this long: the attempt has stalled
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,7 +319,14 @@ FLICKR_KEYS = (
     "sort",
 )
 IMAGE_KEYS = ("max_pixels", "max_side", "min_side", "quality")
-DOWNLOAD_KEYS = ("concurrency", "max_bytes", "outage_s", "queue_size", "timeout_s")
+DOWNLOAD_KEYS = (
+    "concurrency",
+    "idle_timeout_s",
+    "max_bytes",
+    "outage_s",
+    "queue_size",
+    "timeout_s",
+)
 DEDUP_KEYS = ("cross_class", "phash_distance")
 
 
@@ -805,6 +813,9 @@ def _parse_download(check: _Checker, value: object) -> DownloadSettings:
         ),
         outage_s=check.number(
             section.get("outage_s", defaults.outage_s), "download.outage_s", gt=0
+        ),
+        idle_timeout_s=check.number(
+            section.get("idle_timeout_s", defaults.idle_timeout_s), "download.idle_timeout_s", gt=0
         ),
     )
 

@@ -1,11 +1,12 @@
-"""One image download: size cap, status and content checks, the "photo unavailable" placeholder.
+"""One image download: host allowlist, size cap, status and content checks, the placeholder.
 
 :func:`fetch_image` never raises for a per-image fault (only cancellation propagates): every
 outcome is a :class:`FetchResult` whose ``status`` is one of :class:`FetchStatus` and whose
 ``reason`` says what happened in words. Transient faults (429, 5xx, timeouts, resets, truncated
 bodies, a CDN error page served with 200) go through the one retry policy in
-:mod:`asyncds.retry`; permanent ones (404/410/other 4xx, the placeholder, an oversize body) are
-reported at once.
+:mod:`asyncds.retry`, a page served with 200 for an image and a stalled body each under their own
+cap there; permanent ones (404/410/other 4xx, the placeholder, an oversize body, a host outside
+:class:`ImageHosts`) are reported at once.
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ from tenacity import RetryCallState
 from yarl import URL
 
 from asyncds.outage import HostWatch
-from asyncds.retry import RetryPolicy, TransientError, call_with_retries, parse_retry_after
+from asyncds.retry import (
+    CONTENT_FAULT_ATTEMPTS,
+    RetryPolicy,
+    TransientError,
+    attempt_cap,
+    call_with_retries,
+    parse_retry_after,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +46,7 @@ class FetchStatus(StrEnum):
     NOT_IMAGE = "not_image"
     TOO_LARGE = "too_large"
     NETWORK_ERROR = "network_error"
+    HOST_NOT_ALLOWED = "host_not_allowed"  # refused without a request (ImageHosts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +91,50 @@ _SUPPORTED_TYPES: Final = frozenset(
 )
 
 
+# Flickr's image CDN: live.staticflickr.com today, farm{N}.staticflickr.com in older answers.
+FLICKR_IMAGE_DOMAIN: Final = "staticflickr.com"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageHosts:
+    """The hosts images may be fetched from: Flickr's CDN and the API's own host (any port).
+
+    Search answers and redirects may point anywhere; a URL elsewhere is refused before any
+    request. The API's host is allowed because the emulator and the benchmark's neutral server
+    serve their images from it. Built once per run; :meth:`allows` is a set lookup and a suffix
+    test on the host string yarl already parsed and lower-cased.
+    """
+
+    names: frozenset[str]
+    suffixes: tuple[str, ...]  # each with its leading dot: ".staticflickr.com"
+
+    @classmethod
+    def for_api(cls, api_url: str) -> ImageHosts:
+        """Flickr's CDN hosts and the host of ``api_url``."""
+        try:
+            api_host = URL(api_url).raw_host
+        except (ValueError, TypeError):
+            api_host = None
+        names = {_bare(api_host)} if api_host else set()
+        return cls(names=frozenset(names), suffixes=("." + FLICKR_IMAGE_DOMAIN,))
+
+    def allows(self, host: str | None) -> bool:
+        """Whether an image may be fetched from ``host`` (yarl's ``raw_host``, lower case)."""
+        if not host:
+            return False
+        if host[-1] == ".":  # "live.staticflickr.com." is the same host
+            host = host[:-1]
+        return host in self.names or host.endswith(self.suffixes)
+
+    def describe(self) -> str:
+        """The allowed hosts in words, for a refusal's reason."""
+        return ", ".join(["*" + s for s in self.suffixes] + sorted(self.names))
+
+
+def _bare(host: str) -> str:
+    return host.lower().rstrip(".")
+
+
 def register_placeholder(data: bytes) -> str:
     """Treat an image with exactly these bytes as the placeholder; returns its sha256 digest."""
     digest = hashlib.sha256(data).hexdigest()
@@ -117,10 +170,11 @@ class _RetryableFault(TransientError):
         reason: str,
         *,
         retry_after: float | None = None,
+        max_attempts: int | None = None,
         final_url: str = "",
         content_type: str = "",
     ) -> None:
-        super().__init__(reason, retry_after=retry_after)
+        super().__init__(reason, retry_after=retry_after, max_attempts=max_attempts)
         self.status = status
         self.reason = reason
         self.final_url = final_url
@@ -134,25 +188,29 @@ async def fetch_image(
     max_bytes: int,
     timeout_s: float,
     retry: RetryPolicy,
+    hosts: ImageHosts,
+    idle_timeout_s: float | None = None,
     watch: HostWatch | None = None,
 ) -> FetchResult:
     """Download one image, retrying transient faults under ``retry``; never raises for a fault.
 
-    ``timeout_s`` bounds each attempt (connect, headers and body); ``max_bytes`` caps the body,
-    which is streamed and abandoned as soon as the cap is crossed. ``watch`` learns whether
+    ``timeout_s`` bounds each attempt (connect, headers and body); ``idle_timeout_s`` (default:
+    ``timeout_s``) bounds a wait for the next bytes, so a stalled body is cut early.
+    ``max_bytes`` caps the body, which is streamed and abandoned as soon as the cap is crossed.
+    The URL and every redirect hop must be on one of ``hosts``. ``watch`` learns whether
     the image's host answered (any HTTP status counts).
     """
-    timeout = _timeout(timeout_s)
+    timeout = _timeout(timeout_s, idle_timeout_s)
     attempts = 0
     try:
         target = URL(url)  # parsed once; redirects and aiohttp reuse it
     except (ValueError, TypeError) as exc:
-        return FetchResult(FetchStatus.NETWORK_ERROR, _describe(exc, timeout_s), attempts=0)
+        return FetchResult(FetchStatus.NETWORK_ERROR, _describe(exc, timeout), attempts=0)
 
     async def attempt() -> FetchResult:
         nonlocal attempts
         attempts += 1
-        return await _fetch_once(session, target, max_bytes=max_bytes, timeout=timeout)
+        return await _fetch_once(session, target, max_bytes=max_bytes, timeout=timeout, hosts=hosts)
 
     def log_retry(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -161,13 +219,12 @@ async def fetch_image(
             "fetch %s: attempt %d failed (%s); retrying in %.2fs",
             _display(target),
             state.attempt_number,
-            _describe(exc, timeout_s),
+            _describe(exc, timeout),
             wait,
         )
 
     # The shared policy logs each retry at INFO with the exception text; per-image retries are
     # routine and aiohttp texts may carry full URLs, so log them here at DEBUG, query-free.
-    spent = "retries spent"
     try:
         result = await call_with_retries(retry, attempt, before_sleep=log_retry)
     except _RetryableFault as exc:
@@ -175,13 +232,13 @@ async def fetch_image(
             watch.reached(target.host or "")  # it answered, with an error
         return FetchResult(
             exc.status,
-            f"{exc.reason}; still failing after {attempts} attempts, {spent}",
+            f"{exc.reason}; {_gave_up(exc, attempts, retry)}",
             final_url=exc.final_url,
             content_type=exc.content_type,
             attempts=attempts,
         )
     except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-        reason = f"{_describe(exc, timeout_s)}; still failing after {attempts} attempts, {spent}"
+        reason = f"{_describe(exc, timeout)}; {_gave_up(exc, attempts, retry)}"
         if isinstance(exc, _NO_CONNECTION):
             host = target.host or ""
             return FetchResult(
@@ -192,7 +249,7 @@ async def fetch_image(
         return FetchResult(FetchStatus.NETWORK_ERROR, reason, attempts=attempts)
     except (aiohttp.ClientError, ValueError) as exc:
         # Not retried: an invalid or non-HTTP URL (also from a redirect), a malformed response.
-        reason = _describe(exc, timeout_s)
+        reason = _describe(exc, timeout)
         return FetchResult(FetchStatus.NETWORK_ERROR, reason, attempts=attempts)
     except Exception as exc:
         # The contract is "never raises for a per-image fault"; keep the pipeline running but
@@ -211,23 +268,41 @@ async def fetch_image(
 _NO_CONNECTION = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 
 
+def _gave_up(exc: BaseException, attempts: int, retry: RetryPolicy) -> str:
+    """How the retries ended: the fault's own cap reached, or the policy's retries spent."""
+    if attempts <= retry.retries and attempt_cap(exc) is not None:
+        return f"still failing after {attempts} attempts, the cap for this fault"
+    return f"still failing after {attempts} attempts, retries spent"
+
+
 @functools.lru_cache(maxsize=8)
-def _timeout(timeout_s: float) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=timeout_s, sock_read=timeout_s)
+def _timeout(timeout_s: float, idle_timeout_s: float | None) -> aiohttp.ClientTimeout:
+    # sock_read restarts with every chunk received: it is the idle bound; total bounds the try.
+    idle = timeout_s if idle_timeout_s is None else min(idle_timeout_s, timeout_s)
+    return aiohttp.ClientTimeout(total=timeout_s, sock_read=idle)
 
 
 async def _fetch_once(
-    session: aiohttp.ClientSession, url: URL, *, max_bytes: int, timeout: aiohttp.ClientTimeout
+    session: aiohttp.ClientSession,
+    url: URL,
+    *,
+    max_bytes: int,
+    timeout: aiohttp.ClientTimeout,
+    hosts: ImageHosts,
 ) -> FetchResult:
-    """One attempt: follow redirects ourselves so a placeholder redirect is never followed."""
+    """One attempt: follow redirects ourselves so a placeholder redirect is never followed and
+    every hop's host is checked before it is asked."""
     current = url
-    for _ in range(_MAX_REDIRECTS + 1):
+    for hop in range(_MAX_REDIRECTS + 1):
         if is_placeholder_url(current):
+            # Before the host check: Flickr's placeholder lives on s.yimg.com.
             return FetchResult(
                 FetchStatus.UNAVAILABLE,
                 f"Flickr's 'photo unavailable' placeholder ({current.path})",
                 final_url=str(current),
             )
+        if not hosts.allows(current.raw_host):
+            return _host_refused(current, hosts, redirected=hop > 0)
         async with session.get(current, allow_redirects=False, timeout=timeout) as resp:
             if resp.status in _REDIRECT_STATUSES:
                 location = resp.headers.get(hdrs.LOCATION)
@@ -244,6 +319,15 @@ async def _fetch_once(
         FetchStatus.HTTP_ERROR,
         f"more than {_MAX_REDIRECTS} redirects (not retried)",
         final_url=str(current),
+    )
+
+
+def _host_refused(url: URL, hosts: ImageHosts, *, redirected: bool) -> FetchResult:
+    where = "redirected to host" if redirected else "image URL on host"
+    return FetchResult(
+        FetchStatus.HOST_NOT_ALLOWED,
+        f"{where} {url.raw_host!r}, not an allowed image host ({hosts.describe()}); not fetched",
+        final_url=str(url),
     )
 
 
@@ -274,11 +358,13 @@ async def _read_response(resp: aiohttp.ClientResponse, max_bytes: int) -> FetchR
             content_type=ctype,
         )
     if not ctype.startswith("image/") and ctype not in _GENERIC_TYPES:
-        # CDNs answer with an HTML error page and status 200 when they struggle: retry it.
+        # CDNs answer with an HTML error page and status 200 when they struggle: one more try
+        # (a URL that keeps doing so will not change).
         resp.close()
         raise _RetryableFault(
             FetchStatus.NOT_IMAGE,
             f"HTTP {status} with content type {ctype!r}, not an image",
+            max_attempts=CONTENT_FAULT_ATTEMPTS,
             final_url=final_url,
             content_type=ctype,
         )
@@ -335,6 +421,7 @@ async def _read_response(resp: aiohttp.ClientResponse, max_bytes: int) -> FetchR
         raise _RetryableFault(
             FetchStatus.NOT_IMAGE,
             f"{described} is not a JPEG/PNG/GIF/WebP image",
+            max_attempts=CONTENT_FAULT_ATTEMPTS,
             final_url=final_url,
             content_type=ctype,
         )
@@ -359,14 +446,16 @@ def _display(url: URL) -> str:
         return "<invalid URL>"
 
 
-def _describe(exc: BaseException | None, timeout_s: float) -> str:
+def _describe(exc: BaseException | None, timeout: aiohttp.ClientTimeout) -> str:
     """A short, query-free description of a fault (aiohttp's own texts may quote the URL)."""
     if exc is None:
         return "fault"
     if isinstance(exc, _RetryableFault):
         return exc.reason
-    if isinstance(exc, TimeoutError):  # includes aiohttp's ServerTimeoutError
-        return f"timed out (limit {timeout_s:g}s per attempt)"
+    if isinstance(exc, aiohttp.SocketTimeoutError) and timeout.sock_read is not None:
+        return f"stalled: no data for {timeout.sock_read:g}s (idle timeout)"
+    if isinstance(exc, TimeoutError):  # includes aiohttp's connect timeouts
+        return f"timed out (limit {timeout.total:g}s per attempt)"
     if isinstance(exc, aiohttp.ClientPayloadError):
         return "body truncated or malformed (connection closed mid-body)"
     if isinstance(exc, aiohttp.ClientConnectorError):

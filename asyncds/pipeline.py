@@ -36,7 +36,7 @@ import aiohttp
 from yarl import URL
 
 from asyncds.config import ClassSpec, Config
-from asyncds.fetch import FetchResult, fetch_image
+from asyncds.fetch import FetchResult, ImageHosts, fetch_image
 from asyncds.files import image_relpath
 from asyncds.flickr import ClassSearch, FlickrClient, SearchCursor
 from asyncds.imaging import ImageOptions, ImageResult, phash_to_hex
@@ -128,6 +128,8 @@ class Pipeline:
         self._out = os.fspath(out_dir)
         self._max_bytes = config.download.max_bytes
         self._timeout_s = config.download.timeout_s
+        self._idle_timeout_s = config.download.idle_timeout_s
+        self._hosts = ImageHosts.for_api(config.flickr.api_url)
         self._retry = config.flickr.retry_policy
         self._flushing: asyncio.Task[None] | None = None
         self.watch = HostWatch(config.download.outage_s)
@@ -257,6 +259,8 @@ class Pipeline:
                 max_bytes=self._max_bytes,
                 timeout_s=self._timeout_s,
                 retry=self._retry,
+                hosts=self._hosts,
+                idle_timeout_s=self._idle_timeout_s,
                 watch=self.watch,
             )
             host = fetched.unreachable_host

@@ -4,6 +4,15 @@ Up to ``retries`` retries after the first attempt, exponential backoff with full
 server's ``Retry-After`` honoured as a floor for the next wait. Only *transient* faults are
 retried: callers translate what they see (``stat: fail`` 105, HTTP 503, ...) into
 :class:`TransientError`; anything else propagates at once.
+
+Some faults are rarely cured by another try and each try of them is costly, so they have their
+own cap on attempts in all, which ``retries`` never raises (a lower ``retries`` still wins):
+a :class:`TransientError` may carry ``max_attempts`` (the download path gives an answer that is
+not an image :data:`CONTENT_FAULT_ATTEMPTS`), and a bare timeout gets :data:`TIMEOUT_ATTEMPTS`
+(a stalled download costs a whole idle timeout per try). A caller that wants the full policy for
+its timeouts wraps them in a :class:`TransientError` without a cap, as the Flickr client does.
+The stop looks at the fault of the attempt just made: once the call has made as many attempts as
+that fault's cap, it ends.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import aiohttp
 from tenacity import (
@@ -24,6 +33,7 @@ from tenacity import (
     stop_after_attempt,
     wait_exponential_jitter,
 )
+from tenacity.stop import stop_base
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +49,27 @@ class RetryPolicy:
     max_backoff_s: float = 60.0
 
 
-class TransientError(Exception):
-    """A fault worth another try. ``retry_after`` is the server's hint in seconds, if any."""
+# Own caps, in attempts in all (docs/configuration.md, "Retries").
+# An answer with status 200 whose body is not what was asked for (an HTML page for an image):
+# one more try catches a CDN hiccup; a URL that keeps answering so will not change.
+CONTENT_FAULT_ATTEMPTS: Final = 2
+# A timed-out attempt (a download that stalls): each try costs a whole timeout.
+TIMEOUT_ATTEMPTS: Final = 3
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+
+class TransientError(Exception):
+    """A fault worth another try.
+
+    ``retry_after`` is the server's hint in seconds, if any; ``max_attempts`` caps the attempts
+    in all of a call whose latest try failed with this fault (None: the policy's ``retries``).
+    """
+
+    def __init__(
+        self, message: str, retry_after: float | None = None, *, max_attempts: int | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.max_attempts = max_attempts
 
 
 # Network-level faults aiohttp raises; none of their messages carries a query string.
@@ -72,6 +97,27 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def attempt_cap(exc: BaseException | None) -> int | None:
+    """The fault's own cap on attempts in all, or None when only the policy's ``retries`` apply."""
+    if isinstance(exc, TransientError):
+        return exc.max_attempts
+    if isinstance(exc, TimeoutError):  # includes aiohttp's connect and read timeouts
+        return TIMEOUT_ATTEMPTS
+    return None
+
+
+class _StopAtFaultCap(stop_base):
+    """Stop once the call has made as many attempts as the latest fault's own cap allows."""
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        cap = attempt_cap(outcome.exception() if outcome is not None else None)
+        return cap is not None and retry_state.attempt_number >= cap
+
+
+_STOP_AT_FAULT_CAP: Final = _StopAtFaultCap()
 
 
 class _Wait:
@@ -109,10 +155,11 @@ def retrying(policy: RetryPolicy) -> AsyncRetrying:
 
     Use as ``await retrying(policy)(coro_fn, *args)`` or
     ``async for attempt in retrying(policy): with attempt: ...``.
-    The last exception is re-raised unchanged when the retries are spent.
+    The last exception is re-raised unchanged when the retries (or the fault's own cap, see
+    :func:`attempt_cap`) are spent.
     """
     return AsyncRetrying(
-        stop=stop_after_attempt(policy.retries + 1),
+        stop=stop_after_attempt(policy.retries + 1) | _STOP_AT_FAULT_CAP,
         wait=_Wait(policy),
         retry=retry_if_exception_type(TRANSIENT_EXCEPTIONS),
         before_sleep=_log_retry,

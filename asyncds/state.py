@@ -45,6 +45,7 @@ class Status(StrEnum):
     NOT_IMAGE = "not_image"
     TOO_LARGE = "too_large"
     NETWORK_ERROR = "network_error"
+    HOST_NOT_ALLOWED = "host_not_allowed"
     # imaging outcomes (imaging.ImageResult.status)
     CORRUPT = "corrupt"
     TOO_SMALL = "too_small"

@@ -11,8 +11,16 @@ import signal
 from pathlib import Path
 
 import pytest
+from yarl import URL
 
 from asyncds.emulator import EmulatorSettings, FaultProfile, running_emulator
+from asyncds.emulator.faults import (
+    IMAGE_TRANSIENT_FAULTS,
+    photo_broken,
+    photo_gone,
+    transient_fault,
+)
+from asyncds.emulator.server import FOREIGN_IMAGE_HOST
 from asyncds.state import STATE_FILE
 from tests.e2e import (
     assert_clean_class_folder,
@@ -81,6 +89,88 @@ async def test_download_with_every_fault_reaches_each_count(tmp_path: Path):
     for r in rows:
         on_disk = (out / r["label"] / f"{r['photo_id']}.jpg").exists()
         assert on_disk == (r["status"] == "ok" and r["photo_id"] in stored), dict(r)
+
+
+async def test_each_image_fault_costs_the_requests_its_cap_allows(tmp_path: Path):
+    """Per photo, the emulator's request count is what the fault allows: a page served as the
+    image 2, a stall 3 (a 1 s idle timeout, 4 s stalls), a 404 or placeholder 1, transient 503s
+    one more than they fired; each recorded with its status and counted in the summary."""
+    faults = FaultProfile(
+        image_html_200_always=0.08,
+        image_stall_always=0.08,
+        image_404=0.08,
+        image_unavailable=0.08,
+        image_http_503=0.3,
+        stall_s=4.0,
+    )
+    seed = 9
+    config = write_config(tmp_path / "c.yaml", {"cat": 40}, download={"idle_timeout_s": 1})
+    out = tmp_path / "out"
+    async with running_emulator(EmulatorSettings(seed=seed, faults=faults)) as emu:
+        result = await run_cli(str(config), "--output-dir", str(out), "-q", api_url=emu.api_url)
+        assert result.code == 0, result.stderr
+        requests = dict(emu.stats.image_requests)
+    assert_clean_class_folder(out, "cat", 40)
+
+    expected = {
+        "image_404": ("http_error", 1),
+        "image_unavailable": ("unavailable", 1),
+        "image_html_200_always": ("not_image", 2),
+        "image_stall_always": ("network_error", 3),
+    }
+    seen: set[str] = set()
+    rows = state_rows(out)
+    for row in rows:
+        path = URL(row["url"]).path
+        if row["status"] == "pending":
+            assert requests.get(path, 0) == 0, dict(row)
+            continue
+        photo_id = int(row["photo_id"])
+        kind = photo_gone(faults, seed, photo_id) or photo_broken(faults, seed, photo_id)
+        if kind is None:
+            name = path.rsplit("/", 1)[1].rsplit(".", 1)[0].split("_")
+            identity = f"{name[0]}_{name[2] if len(name) > 2 else ''}"
+            fired = 0
+            while transient_fault(faults, seed, IMAGE_TRANSIENT_FAULTS, identity, fired):
+                fired += 1
+            kind = "image_http_503" if fired else "none"
+            status, count = "ok", fired + 1
+        else:
+            status, count = expected[kind]
+        seen.add(kind)
+        assert (row["status"], requests.get(path, 0)) == (status, count), (kind, dict(row))
+        assert row["attempts"] == count, dict(row)
+    assert seen == {*expected, "image_http_503", "none"}, "every kind of fault must occur"
+
+    summary = json.loads((out / "summary.json").read_text())["classes"]["cat"]["dropped"]
+    for status, _ in expected.values():
+        assert summary[status] == sum(r["status"] == status for r in rows) > 0, status
+
+
+async def test_images_on_a_foreign_host_are_refused_and_replaced(tmp_path: Path):
+    """Search answers that point a photo at another host: refused without a request, counted
+    as host_not_allowed drops (summary.json and summary.txt), and replaced."""
+    faults = FaultProfile(image_foreign_host=0.2)
+    config = write_config(tmp_path / "c.yaml", {"cat": 50})
+    out = tmp_path / "out"
+    async with running_emulator(EmulatorSettings(seed=13, faults=faults)) as emu:
+        result = await run_cli(str(config), "--output-dir", str(out), "-q", api_url=emu.api_url)
+        assert result.code == 0, result.stderr
+        requests = dict(emu.stats.image_requests)
+    assert_clean_class_folder(out, "cat", 50)
+    rows = state_rows(out)
+    refused = [r for r in rows if r["status"] == "host_not_allowed"]
+    assert refused
+    for row in rows:
+        foreign = URL(row["url"]).host == FOREIGN_IMAGE_HOST
+        assert (row["status"] == "host_not_allowed") == (foreign and row["status"] != "pending")
+    for row in refused:
+        assert FOREIGN_IMAGE_HOST in row["reason"], row["reason"]
+        assert row["attempts"] == 1
+        assert requests.get(URL(row["url"]).path, 0) == 0  # nor asked of the emulator itself
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["classes"]["cat"]["dropped"]["host_not_allowed"] == len(refused)
+    assert f"host_not_allowed {len(refused)}" in (out / "summary.txt").read_text()
 
 
 async def test_killed_run_resumes_to_the_same_dataset(tmp_path: Path):

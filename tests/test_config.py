@@ -135,7 +135,7 @@ def test_defaults() -> None:
         max_side=240, quality=90, min_side=64, max_pixels=50_000_000
     )
     assert config.download == DownloadSettings(
-        concurrency=128, timeout_s=30.0, max_bytes=20_000_000, queue_size=256
+        concurrency=128, timeout_s=30.0, max_bytes=20_000_000, queue_size=256, idle_timeout_s=10.0
     )
     assert config.dedup == DedupSettings(cross_class="drop", phash_distance=4)
     assert config.flickr.retry_policy == RetryPolicy(retries=5, backoff_s=1.0)
@@ -167,7 +167,13 @@ def test_every_optional_key() -> None:
               retries: 0
               backoff_s: 0.5
             image: {max_side: 512, quality: 80, min_side: 100, max_pixels: 1000000}
-            download: {concurrency: 8, timeout_s: 12.5, max_bytes: 1000000, queue_size: 16}
+            download:
+              concurrency: 8
+              timeout_s: 12.5
+              idle_timeout_s: 2.5
+              max_bytes: 1000000
+              queue_size: 16
+              outage_s: 45
             dedup: {cross_class: keep-first, phash_distance: 0}
             """
         )
@@ -187,7 +193,9 @@ def test_every_optional_key() -> None:
     assert config.flickr.api_url == "http://127.0.0.1:8080/services/rest/"
     assert config.flickr.retry_policy == RetryPolicy(retries=0, backoff_s=0.5)
     assert config.image == ImageSettings(512, 80, 100, 1_000_000)
-    assert config.download == DownloadSettings(8, 12.5, 1_000_000, 16)
+    assert config.download == DownloadSettings(
+        8, 12.5, 1_000_000, 16, outage_s=45, idle_timeout_s=2.5
+    )
     assert config.dedup == DedupSettings("keep-first", 0)
 
 
@@ -823,6 +831,24 @@ ERROR_CASES = [
     pytest.param(extra("download: {timeout_s: 0}"), "download.timeout_s", "> 0", id="timeout-zero"),
     pytest.param(
         extra("download: {timeout_s: 30s}"), "download.timeout_s", "got '30s'", id="timeout-string"
+    ),
+    pytest.param(
+        extra("download: {idle_timeout_s: 0}"),
+        "download.idle_timeout_s",
+        "> 0",
+        id="idle-timeout-zero",
+    ),
+    pytest.param(
+        extra("download: {idle_timeout_s: .inf}"),
+        "download.idle_timeout_s",
+        "got inf",
+        id="idle-timeout-infinite",
+    ),
+    pytest.param(
+        extra("download: {idle_timeout: 5}"),
+        "download.idle_timeout",
+        "did you mean 'idle_timeout_s'?",
+        id="idle-timeout-misspelled",
     ),
     pytest.param(
         extra("download: {max_bytes: -1}"), "download.max_bytes", "> 0", id="max-bytes-negative"

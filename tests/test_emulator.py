@@ -47,15 +47,22 @@ from asyncds.emulator.catalog import (
 from asyncds.emulator.cli import main as cli_main
 from asyncds.emulator.faults import (
     API_TRANSIENT_FAULTS,
+    FIRST_ATTEMPT_ONLY,
     IMAGE_TRANSIENT_FAULTS,
     mix64,
     mix64_array,
+    photo_on_foreign_host,
     transient_fault,
     unit_array,
     unit_exact,
 )
 from asyncds.emulator.images import RenderSpec, encode
-from asyncds.emulator.server import SlidingWindowLimiter, parse_date
+from asyncds.emulator.server import (
+    FOREIGN_IMAGE_HOST,
+    SlidingWindowLimiter,
+    image_path,
+    parse_date,
+)
 
 ALL_URLS = "url_sq,url_t,url_s,url_q,url_m,url_n,url_z,url_c,url_l,url_o"
 SEARCH_EXTRAS = f"license,date_upload,owner_name,tags,{ALL_URLS}"
@@ -578,6 +585,10 @@ def test_transient_decisions_are_pure_and_clear() -> None:
     for i in identities:
         assert transient_fault(always, 1, IMAGE_TRANSIENT_FAULTS, i, 1) is not None
         assert transient_fault(always, 1, IMAGE_TRANSIENT_FAULTS, i, 2) is None
+    html = FaultProfile(image_html_200=1.0)
+    for i in identities:
+        assert transient_fault(html, 1, IMAGE_TRANSIENT_FAULTS, i, 0) == "image_html_200"
+        assert transient_fault(html, 1, IMAGE_TRANSIENT_FAULTS, i, 1) is None
 
 
 API_FAULT_CHECKS: dict[str, tuple[int, str]] = {
@@ -637,9 +648,11 @@ IMAGE_FAULT_STATUS = {
 async def test_each_image_status_fault_fires_then_clears(
     session: aiohttp.ClientSession, fault: str
 ) -> None:
+    # A page served as the image clears on the second try: asyncds makes two at most.
+    fires = 1 if fault in FIRST_ATTEMPT_ONLY else 2
     async with running_emulator(settings(faults={fault: 1.0})) as emu:
         photo = (await search(session, emu, tags="cat", per_page=1, extras="url_s"))["photo"][0]
-        for _ in range(2):
+        for _ in range(fires):
             status, body, resp = await get_bytes(session, photo["url_s"])
             assert status == IMAGE_FAULT_STATUS[fault]
             assert resp.content_type == "text/html"
@@ -647,8 +660,52 @@ async def test_each_image_status_fault_fires_then_clears(
                 assert resp.headers["Retry-After"] == "1"
         status, body, resp = await get_bytes(session, photo["url_s"])
         assert status == 200 and resp.content_type == "image/jpeg" and body[:2] == b"\xff\xd8"
-        assert emu.stats.faults[fault] == 2
+        assert emu.stats.faults[fault] == fires
         assert emu.stats.photo_ids_served[photo["id"]] == 1
+
+
+async def test_a_photo_that_always_answers_with_a_page_never_clears(
+    session: aiohttp.ClientSession,
+) -> None:
+    async with running_emulator(settings(faults={"image_html_200_always": 1.0})) as emu:
+        photos = await search(session, emu, tags="cat", per_page=1, extras="url_s,url_t")
+        photo = photos["photo"][0]
+        for url in (photo["url_s"], photo["url_t"], photo["url_s"], photo["url_s"]):
+            status, body, resp = await get_bytes(session, url)
+            assert status == 200 and resp.content_type == "text/html"
+        assert emu.stats.faults["image_html_200_always"] == 4
+        assert emu.stats.images_served == 0
+
+
+async def test_a_photo_that_always_stalls_never_clears(session: aiohttp.ClientSession) -> None:
+    s = settings(faults={"image_stall_always": 1.0, "stall_s": 1.0})
+    async with running_emulator(s) as emu:
+        url = emu.image_url(int(emu.catalog.tag_ids("cat")[0]))
+        for _ in range(3):  # the transient stall would clear on the third
+            with pytest.raises(asyncio.TimeoutError):
+                await get_bytes(session, url, timeout=aiohttp.ClientTimeout(sock_read=0.1))
+        assert emu.stats.faults["image_stall_always"] == 3
+        assert emu.stats.image_requests[url.removeprefix(emu.base_url)] == 3
+
+
+async def test_foreign_host_fault_points_a_photos_urls_elsewhere(
+    session: aiohttp.ClientSession,
+) -> None:
+    s = settings(faults={"image_foreign_host": 0.3})
+    async with running_emulator(s) as emu:
+        photos = await search(session, emu, tags="cat", per_page=60, extras="url_s,url_t")
+        foreign = 0
+        for p in photos["photo"]:
+            info = emu.catalog.photo(int(p["id"]))
+            assert info is not None
+            moved = photo_on_foreign_host(s.faults, s.seed, int(p["id"]))
+            base = f"http://{FOREIGN_IMAGE_HOST}" if moved else emu.base_url
+            assert p["url_t"] == base + image_path(info, "t")  # same path, other host
+            assert p["url_s"].startswith(base + "/")
+            foreign += moved
+        assert 0 < foreign < len(photos["photo"])
+        assert emu.stats.faults["image_foreign_host"] == foreign
+        assert emu.stats.total_image_requests == 0
 
 
 async def test_truncated_image_body(session: aiohttp.ClientSession) -> None:

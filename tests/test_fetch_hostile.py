@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from asyncds.fetch import FetchStatus, fetch_image
+from asyncds.fetch import FetchStatus, ImageHosts, fetch_image
 from asyncds.outage import HostWatch
 from asyncds.retry import RetryPolicy
 
@@ -49,7 +49,13 @@ async def server() -> AsyncIterator[TestServer]:
 async def _get(url: str, **kwargs):
     async with aiohttp.ClientSession() as session:
         return await fetch_image(
-            session, url, max_bytes=MAX_BYTES, timeout_s=5, retry=FAST, **kwargs
+            session,
+            url,
+            max_bytes=MAX_BYTES,
+            timeout_s=5,
+            retry=FAST,
+            hosts=ImageHosts.for_api("http://127.0.0.1/services/rest/"),
+            **kwargs,
         )
 
 

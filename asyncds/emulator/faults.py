@@ -2,9 +2,10 @@
 
 Every decision is a pure function of ``(seed, fault name, identity)``: the same seed always fails
 the same requests the same way, so a failing test can be replayed. Transient faults also take
-the attempt number of the identical request and never fire from the third attempt on, so a
-client that retries (up to 5 times) always gets through. Permanent faults depend on the photo
-id only: they are properties of the photo.
+the attempt number of the identical request and never fire from the third attempt on (a
+transient ``image_html_200`` only on the first), so a client that retries every transient fault
+at least twice (asyncds: 5 retries, but 2 attempts in all for a page served as an image) always
+gets through. Permanent faults depend on the photo id only: they are properties of the photo.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ _TWO64 = float(1 << 64)
 
 # A transient fault fires on at most this many consecutive attempts of one identity.
 MAX_TRANSIENT_ATTEMPTS = 2
+# Transient faults that fire on the first attempt only: asyncds tries an image that answers with
+# a page twice in all (retry.CONTENT_FAULT_ATTEMPTS), so a transient one must clear by then.
+FIRST_ATTEMPT_ONLY: frozenset[str] = frozenset({"image_html_200"})
 
 
 def stable_hash(text: str) -> int:
@@ -96,6 +100,9 @@ IMAGE_TRANSIENT_FAULTS: tuple[str, ...] = (
 )
 # Permanent properties of a photo: its image is gone (404) or replaced by the placeholder.
 GONE_FAULTS: tuple[str, ...] = ("image_404", "image_unavailable")
+# Permanent properties of a photo's image server: every request of every size answers with a
+# page (HTTP 200) or stalls. Checked after GONE_FAULTS; first match wins.
+BROKEN_FAULTS: tuple[str, ...] = ("image_html_200_always", "image_stall_always")
 # Permanent, valid-but-unusual encodings; a photo has at most one (first match wins).
 VARIANT_FAULTS: tuple[str, ...] = ("pixel_bomb", "png_alpha", "cmyk", "progressive", "exif_rotated")
 # Permanent catalog-level faults.
@@ -131,6 +138,9 @@ class FaultProfile:
     # image CDN, permanent
     image_404: float = 0.0
     image_unavailable: float = 0.0
+    image_html_200_always: float = 0.0
+    image_stall_always: float = 0.0
+    image_foreign_host: float = 0.0  # its url_* in search answers name server.FOREIGN_IMAGE_HOST
     # photo content, permanent
     exact_duplicate: float = 0.0
     near_duplicate: float = 0.0
@@ -201,6 +211,12 @@ class FaultProfile:
             stall_s=2.0,
             image_404=0.03,
             image_unavailable=0.03,
+            # Permanent like the two above: a photo dropped for them is replaced, so every count
+            # stays reachable. The stall (stall_s) is shorter than a client's default idle
+            # timeout, so it is a slow image unless a test sets a shorter one.
+            image_html_200_always=0.01,
+            image_stall_always=0.01,
+            image_foreign_host=0.01,
             exact_duplicate=0.03,
             near_duplicate=0.03,
             cmyk=0.03,
@@ -262,6 +278,19 @@ def photo_gone(profile: FaultProfile, seed: int, photo_id: int) -> str | None:
     return None
 
 
+def photo_broken(profile: FaultProfile, seed: int, photo_id: int) -> str | None:
+    """The fault every request of this photo's image meets (one of BROKEN_FAULTS), or None."""
+    for name in BROKEN_FAULTS:
+        if decide_permanent(seed, name, getattr(profile, name), photo_id):
+            return name
+    return None
+
+
+def photo_on_foreign_host(profile: FaultProfile, seed: int, photo_id: int) -> bool:
+    """Whether search answers point this photo's ``url_*`` at a host that is not the CDN's."""
+    return decide_permanent(seed, "image_foreign_host", profile.image_foreign_host, photo_id)
+
+
 def photo_variant(profile: FaultProfile, seed: int, photo_id: int) -> str | None:
     """The unusual encoding this photo is served in (one of VARIANT_FAULTS), or None."""
     for name in VARIANT_FAULTS:
@@ -280,13 +309,16 @@ def transient_fault(
     """The transient fault (if any) for the ``attempt``-th (0-based) try of ``identity``.
 
     Attempts from :data:`MAX_TRANSIENT_ATTEMPTS` on always succeed, so a fault never lasts
-    longer than two consecutive tries of the same request.
+    longer than two consecutive tries of the same request; those in
+    :data:`FIRST_ATTEMPT_ONLY` fire on the first try only.
     """
     if attempt >= MAX_TRANSIENT_ATTEMPTS:
         return None
     key = f"{identity}#{attempt}"
     for name in names:
         rate = getattr(profile, name)
+        if attempt and name in FIRST_ATTEMPT_ONLY:
+            continue
         if rate > 0.0 and unit(seed, name, key) < rate:
             return name
     return None

@@ -47,7 +47,9 @@ from .faults import (
     IMAGE_TRANSIENT_FAULTS,
     AttemptCounter,
     FaultProfile,
+    photo_broken,
     photo_gone,
+    photo_on_foreign_host,
     photo_variant,
     transient_fault,
     unit,
@@ -64,6 +66,9 @@ PLACEHOLDER_L_PATH = "/pw/images/en-us/photo_unavailable_l.png"
 MAX_PER_PAGE = 500
 DEFAULT_PER_PAGE = 100
 MAX_ALL_TAGS = 20
+# Where the image_foreign_host fault points a photo's url_*: a reserved name that never resolves
+# (RFC 2606), so a client that asks it anyway sees a network error, never an image.
+FOREIGN_IMAGE_HOST = "images.foreign.invalid"
 
 # Parameters that authenticate a call rather than say what it asks for.
 AUTH_PARAMS = frozenset(
@@ -479,6 +484,9 @@ def _photo_dict(
         photo["tags"] = " ".join((*state.catalog.tags_containing(int(info.id), tags), *info.words))
     variant = photo_variant(state.settings.faults, state.settings.seed, info.visual_id)
     original_ext = "png" if variant == "png_alpha" else "jpg"
+    if photo_on_foreign_host(state.settings.faults, state.settings.seed, int(info.id)):
+        state.stats.record_fault("image_foreign_host")
+        base = f"http://{FOREIGN_IMAGE_HOST}"
     if "original_format" in extras and info.has_original:
         photo["originalsecret"] = info.originalsecret
         photo["originalformat"] = original_ext
@@ -695,20 +703,22 @@ async def handle_image(request: web.Request) -> web.StreamResponse:
     if dims is None:
         return _redirect_to_placeholder(request)  # Flickr does the same for a missing size
 
-    identity = f"{info.id}_{suffix}"
-    fault = transient_fault(
-        faults,
-        settings.seed,
-        IMAGE_TRANSIENT_FAULTS,
-        identity,
-        state.image_attempts.next(request.path),
-    )
+    # A broken photo meets its fault on every attempt; others may meet a transient one.
+    fault = photo_broken(faults, settings.seed, photo_id)
+    if fault is None:
+        fault = transient_fault(
+            faults,
+            settings.seed,
+            IMAGE_TRANSIENT_FAULTS,
+            f"{info.id}_{suffix}",
+            state.image_attempts.next(request.path),
+        )
     if fault is not None:
         state.stats.record_fault(fault)
         log.debug("injecting %s into %s", fault, request.path)
-        if fault == "image_html_200":
+        if fault in ("image_html_200", "image_html_200_always"):
             return _text_response(200, _flickr_html_page(), "text/html; charset=utf-8")
-        if fault not in ("image_truncated", "image_stall"):
+        if fault not in ("image_truncated", "image_stall", "image_stall_always"):
             return _status_fault(fault, faults.retry_after_s)
 
     spec = RenderSpec(
@@ -727,7 +737,7 @@ async def handle_image(request: web.Request) -> web.StreamResponse:
     data, ctype = item
     if fault == "image_truncated":
         return await _send_truncated(request, data, ctype)
-    if fault == "image_stall":
+    if fault in ("image_stall", "image_stall_always"):
         return await _send_stalled(request, data, ctype, faults.stall_s, state, info.id)
     state.stats.record_served(info.id)
     return web.Response(body=data, content_type=ctype)
