@@ -39,6 +39,7 @@ from asyncds.emulator.catalog import (
     C_SIZES_SINCE,
     SIZES,
     SearchQuery,
+    dates_of,
     duplicate_target,
     is_duplicate_id,
     page_bounds,
@@ -399,19 +400,20 @@ async def test_every_tag_works_and_catalogs_are_deterministic() -> None:
     assert np.array_equal(a.tag_ids("Zebra Crossing"), a.tag_ids("zebracrossing"))
 
 
-def test_catalog_is_fast_and_dates_are_clustered() -> None:
-    t = time.perf_counter()
+def test_big_catalogs_build_windowed_searches_and_dates_are_clustered() -> None:
+    # How fast these run is benchmarks/bench_budgets.py's business, not a test's.
     cat = Catalog(seed=11, default_tag_size=50_000)
     ids = cat.tag_ids("sky")
-    assert time.perf_counter() - t < 0.5
     assert len(ids) == 50_000 == len(np.unique(ids))
     big = Catalog(seed=11, tag_sizes={"sea": 20_000})
-    big.tag_ids("sea")
-    t = time.perf_counter()
+    sea = big.tag_ids("sea")
+    dates_of_sea = dates_of(11, sea)
     for i in range(50):
         lo = 1_200_000_000 + i * 9_000_000
-        big.search(SearchQuery(tags=("sea",), min_upload=lo, max_upload=lo + 40_000_000))
-    assert time.perf_counter() - t < 0.5
+        hi = lo + 40_000_000
+        found = big.search(SearchQuery(tags=("sea",), min_upload=lo, max_upload=hi))
+        expected = sea[(dates_of_sea >= lo) & (dates_of_sea <= hi)]
+        assert np.array_equal(np.sort(found), expected)  # exactly the window, inclusive
     dates = np.sort(np.array([cat.photo(int(i)).dateupload for i in ids[:5000]]))
     per_year = np.histogram(dates, bins=21)[0]
     assert per_year.max() > 3 * max(1, np.median(per_year))  # clustered, not uniform
@@ -475,10 +477,8 @@ async def test_url_sizes_absent_when_missing_and_served_at_their_size(
         img = Image.open(io.BytesIO(body))
         assert max(img.size) == 240 and img.mode == "RGB" and img.format == "JPEG"
         assert not img.info.get("progressive") and not img.info.get("progression")
-        t = time.perf_counter()
-        for p in photos[100:140]:
+        for p in photos[100:140]:  # time per image: benchmarks/bench_budgets.py
             assert (await get_bytes(session, p["url_s"]))[0] == 200
-        assert (time.perf_counter() - t) / 40 < 0.05  # a few ms each
 
 
 async def test_missing_size_and_bad_paths(session: aiohttp.ClientSession) -> None:
@@ -680,13 +680,11 @@ async def test_stall_is_bounded(session: aiohttp.ClientSession) -> None:
             await get_bytes(session, url, timeout=aiohttp.ClientTimeout(sock_read=0.1))
         t = time.perf_counter()
         status, body, _ = await get_bytes(session, url)
-        elapsed = time.perf_counter() - t
-        assert status == 200 and 0.35 <= elapsed < 2.0
+        assert status == 200 and time.perf_counter() - t >= 0.35  # stalled, then finished
         assert Image.open(io.BytesIO(body)).size
-        t = time.perf_counter()
-        assert (await get_bytes(session, url))[0] == 200
-        assert time.perf_counter() - t < 0.3  # cleared on the third attempt
         assert emu.stats.faults["image_stall"] == 2
+        assert (await get_bytes(session, url))[0] == 200
+        assert emu.stats.faults["image_stall"] == 2  # cleared: the third attempt did not stall
 
 
 async def test_permanent_404_and_placeholder(session: aiohttp.ClientSession) -> None:

@@ -326,11 +326,9 @@ async def test_short_body_is_caught_even_when_aiohttp_does_not_raise(session):
 
 async def test_stall_is_cut_and_retried(cdn, session):
     state, server = cdn
-    start = time.monotonic()
     result = await get(session, server, "/stall/2/x.jpg", timeout_s=STALL_TIMEOUT_S)
     assert result.status == FetchStatus.OK
-    assert result.attempts == 3
-    assert time.monotonic() - start < 2
+    assert result.attempts == 3  # a 30 s stall waited out would have been one attempt
 
 
 async def test_stall_forever_is_a_network_error(cdn, session):
@@ -437,12 +435,11 @@ async def test_redirect_loop_is_an_http_error(cdn, session):
 
 async def test_oversize_by_content_length_is_rejected_before_reading(cdn, session):
     state, server = cdn
-    start = time.monotonic()
     result = await get(session, server, "/huge-declared.jpg")
+    # Awaiting the body (which never finishes) would have ended in a timeout, not this.
     assert result.status == FetchStatus.TOO_LARGE
     assert "Content-Length" in result.reason
     assert result.attempts == 1 and result.data is None
-    assert time.monotonic() - start < 1  # the body (which never finishes) was not awaited
 
 
 async def test_oversize_stream_stops_at_the_cap(cdn, session):
