@@ -575,6 +575,7 @@ class ClassSearch:
             "per_page": self._per_page,
             "sort": settings.sort,
             "safe_search": settings.safe_search,
+            "media": settings.media,  # Flickr's default (all) would return videos too
             "extras": EXTRAS,
         }
         if settings.license:

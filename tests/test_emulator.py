@@ -38,10 +38,12 @@ from asyncds.emulator import (
 from asyncds.emulator.catalog import (
     C_SIZES_SINCE,
     SIZES,
+    VIDEO_BASE,
     SearchQuery,
     dates_of,
     duplicate_target,
     is_duplicate_id,
+    is_video_id,
     page_bounds,
     size_dims,
 )
@@ -418,6 +420,38 @@ def test_big_catalogs_build_windowed_searches_and_dates_are_clustered() -> None:
     per_year = np.histogram(dates, bins=21)[0]
     assert per_year.max() > 3 * max(1, np.median(per_year))  # clustered, not uniform
     assert dates.min() >= 1104537600 and dates.max() <= 1767225599
+
+
+def is_video(ids: np.ndarray) -> np.ndarray:
+    return np.array([is_video_id(int(i)) for i in ids], dtype=bool)
+
+
+def test_videos_are_extra_entries_that_leave_the_photos_unchanged() -> None:
+    plain = Catalog(seed=5, default_tag_size=3000)
+    with_videos = Catalog(seed=5, default_tag_size=3000, video=0.05)
+    photos = plain.tag_ids("cat")
+    videos = with_videos.tag_video_ids("cat")
+    assert np.array_equal(with_videos.tag_ids("cat"), photos)
+    assert 100 <= len(videos) <= 200 and is_video(videos).all()  # about 5 % of 3,000
+    assert len(plain.tag_video_ids("cat")) == 0
+    window = {"min_upload": 1_300_000_000, "max_upload": 1_700_000_000}
+    for sort in ("date-posted-desc", "relevance", "interestingness-asc", "date-taken-desc"):
+        query = {"tags": ("cat", "dog"), "sort": sort, **window}
+        before = plain.search(SearchQuery(**query))  # as every seed answered before videos
+        assert np.array_equal(with_videos.search(SearchQuery(**query, media="photos")), before)
+        everything = with_videos.search(SearchQuery(**query))  # media=all, Flickr's default
+        mixed_in = is_video(everything)
+        assert mixed_in.any()
+        assert np.array_equal(everything[~mixed_in], before)  # photos keep their order
+        only = with_videos.search(SearchQuery(**query, media="videos"))
+        assert np.array_equal(only, everything[mixed_in])
+    video, beside = int(videos[0]), int(videos[0]) - VIDEO_BASE
+    assert beside in photos  # uploaded beside one of the tag's photos, in the same second
+    info, photo = with_videos.photo(video), with_videos.photo(beside)
+    assert info is not None and photo is not None
+    assert (info.media, photo.media) == ("video", "photo")
+    assert info.dateupload == photo.dateupload and info.id != photo.id
+    assert with_videos.tags_containing(video, ["cat", "zebra"]) == ["cat"]
 
 
 def test_shared_photos_between_tags() -> None:
@@ -864,6 +898,26 @@ async def test_latency(session: aiohttp.ClientSession) -> None:
         t = time.perf_counter()
         assert (await get_bytes(session, url))[0] == 200
         assert time.perf_counter() - t >= 0.1
+
+
+async def test_media_selects_photos_videos_or_both(session: aiohttp.ClientSession) -> None:
+    async with running_emulator(settings(faults={"video": 0.05})) as emu:
+        n_videos = len(emu.catalog.tag_video_ids("cat"))
+        assert n_videos > 0
+        extras = "media,url_t"
+        everything = await search(session, emu, tags="cat", per_page=500, extras=extras)
+        assert int(everything["total"]) == 600 + n_videos  # no media: Flickr's default, all
+        photos = await search(session, emu, tags="cat", per_page=500, media="photos", extras=extras)
+        assert int(photos["total"]) == 600
+        assert {p["media"] for p in photos["photo"]} == {"photo"}
+        videos = await search(session, emu, tags="cat", media="videos", extras=extras)
+        assert int(videos["total"]) == n_videos
+        assert {p["media"] for p in videos["photo"]} == {"video"}
+        status, body, resp = await get_bytes(session, videos["photo"][0]["url_t"])
+        assert status == 200 and resp.content_type == "image/jpeg"  # a video's still frame
+    async with running_emulator(settings()) as no_videos:
+        same = await search(session, no_videos, tags="cat", per_page=500, media="photos")
+    assert ids_of(photos) == ids_of(same)
 
 
 async def test_rate_limit_per_key(session: aiohttp.ClientSession) -> None:

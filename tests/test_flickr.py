@@ -87,8 +87,10 @@ def make_client(
     )
 
 
-def settings(per_page: int = 500, license: tuple[int, ...] = ()) -> FlickrSettings:
-    return FlickrSettings(api_url=API, per_page=per_page, license=license)
+def settings(
+    per_page: int = 500, license: tuple[int, ...] = (), media: str = "photos"
+) -> FlickrSettings:
+    return FlickrSettings(api_url=API, per_page=per_page, license=license, media=media)
 
 
 # -- a synthetic Flickr -----------------------------------------------------------------------
@@ -213,12 +215,24 @@ async def test_search_sends_the_class_query(session, mocked):
         "per_page": "500",
         "sort": "relevance",
         "safe_search": "1",
+        "media": "photos",
         "license": "4,9",
         "extras": EXTRAS,
         "min_upload_date": str(T0),
         "max_upload_date": str(T0 + 9),
         "page": "1",
     }
+
+
+@pytest.mark.parametrize("media", ["videos", "all"])
+async def test_search_sends_the_configured_media(session, mocked, media):
+    fake = FakeFlickr([T0 + 5])
+    mocked.get(API_RE, callback=fake, repeat=True)
+    search = ClassSearch(
+        make_client(session), FOX, settings(media=media), max_side=240, start=T0, end=T0 + 9
+    )
+    await walk(search)
+    assert [q["media"] for q in fake.requests] == [media]
 
 
 async def test_paging_stops_at_pages_when_fewer_than_the_cap(session, mocked):

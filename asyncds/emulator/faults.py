@@ -99,7 +99,7 @@ GONE_FAULTS: tuple[str, ...] = ("image_404", "image_unavailable")
 # Permanent, valid-but-unusual encodings; a photo has at most one (first match wins).
 VARIANT_FAULTS: tuple[str, ...] = ("pixel_bomb", "png_alpha", "cmyk", "progressive", "exif_rotated")
 # Permanent catalog-level faults.
-CATALOG_FAULTS: tuple[str, ...] = ("exact_duplicate", "near_duplicate", "small")
+CATALOG_FAULTS: tuple[str, ...] = ("exact_duplicate", "near_duplicate", "small", "video")
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,8 @@ class FaultProfile:
     exif_rotated: float = 0.0
     pixel_bomb: float = 0.0
     small: float = 0.0
+    # catalog: a video filed beside this many of the photos (searched unless media=photos)
+    video: float = 0.0
 
     # Fields that are not probabilities.
     NON_RATES: ClassVar[frozenset[str]] = frozenset(
@@ -209,6 +211,7 @@ class FaultProfile:
             exif_rotated=0.03,
             pixel_bomb=0.02,
             small=0.02,
+            video=0.03,
         )
 
     @classmethod

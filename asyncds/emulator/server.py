@@ -29,6 +29,7 @@ from urllib.parse import unquote, urlencode
 from aiohttp import web
 
 from .catalog import (
+    MEDIA,
     SIZE_BY_EXTRA,
     SIZE_BY_SUFFIX,
     SIZES,
@@ -145,6 +146,7 @@ class EmulatorSettings:
             exact_duplicate=self.faults.exact_duplicate,
             near_duplicate=self.faults.near_duplicate,
             small=self.faults.small,
+            video=self.faults.video,
         )
 
 
@@ -377,6 +379,7 @@ def parse_search(params: Mapping[str, str]) -> SearchRequest:
         ids = {int(x) for x in params["license"].split(",") if x.strip().isdigit()}
         licenses = tuple(sorted(i for i in ids if i in LICENSES)) or None
     sort = params.get("sort", "date-posted-desc")
+    media = params.get("media", "all").strip().lower()
     query = SearchQuery(
         tags=tuple(sorted(positive)),
         exclude=tuple(sorted(exclude)),
@@ -387,6 +390,7 @@ def parse_search(params: Mapping[str, str]) -> SearchRequest:
         max_taken=parse_date(params.get("max_taken_date")),
         licenses=licenses,
         sort=sort if sort in SORTS else "date-posted-desc",
+        media=media if media in MEDIA else "all",
     )
     extras = frozenset(e.strip() for e in params.get("extras", "").split(",") if e.strip())
     return SearchRequest(query=query, per_page=per_page, page=page, extras=extras)
@@ -485,7 +489,7 @@ def _photo_dict(
     if "o_dims" in extras and info.has_original:
         photo["o_width"], photo["o_height"] = str(info.width), str(info.height)
     if "media" in extras:
-        photo["media"], photo["media_status"] = "photo", "ready"
+        photo["media"], photo["media_status"] = info.media, "ready"
     for extra in sorted(extras & SIZE_BY_EXTRA.keys(), key=list(SIZE_BY_EXTRA).index):
         spec = SIZE_BY_EXTRA[extra]
         dims = size_dims(info, spec.suffix)
