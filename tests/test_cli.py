@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from asyncds.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
-from asyncds.emulator import EmulatorSettings, EmulatorThread, FaultProfile
+from asyncds.emulator import EMULATOR_API_KEY, EmulatorSettings, EmulatorThread, FaultProfile
 from asyncds.emulator.catalog import is_video_id
+from asyncds.flickr import MAX_ANSWER_MB
 from tests.e2e import write_config
 
 
@@ -96,6 +97,21 @@ def test_emulator_flag_runs_end_to_end_and_fresh_starts_over(tmp_path: Path, cap
     assert "--fresh: deleting" in err and str(out / "cat") in err
     assert (out / "unrelated.txt").read_text() == "mine"  # only what asyncds wrote is deleted
     assert len(list((out / "cat").glob("*.jpg"))) == 30
+
+
+def test_an_endless_api_answer_ends_the_run_with_one_line(tmp_path: Path, capsys):
+    profile = tmp_path / "faults.yaml"
+    profile.write_text("api_endless: 1.0\n")  # every API answer is an HTTP 200 that never ends
+    config = write_config(tmp_path / "c.yaml", {"cat": 10})
+    out = tmp_path / "o"
+    args = [str(config), "--emulator", "--emulator-faults", str(profile), "--output-dir", str(out)]
+    assert main([*args, "-q"]) == EXIT_FAILED
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    line = lines[0]
+    assert line.startswith("error: ") and "flickr.photos.search" in line, line
+    assert f"exceeded {MAX_ANSWER_MB} MB" in line and "gave up after 6 attempts" in line, line
+    assert EMULATOR_API_KEY not in line and "Traceback" not in line
 
 
 def test_searches_ask_for_photos_unless_media_says_otherwise(tmp_path: Path, monkeypatch):

@@ -51,6 +51,7 @@ from asyncds.emulator.cli import main as cli_main
 from asyncds.emulator.faults import (
     API_TRANSIENT_FAULTS,
     IMAGE_TRANSIENT_FAULTS,
+    decide_persistent,
     mix64,
     mix64_array,
     transient_fault,
@@ -59,6 +60,7 @@ from asyncds.emulator.faults import (
 )
 from asyncds.emulator.images import RenderSpec, encode
 from asyncds.emulator.server import SlidingWindowLimiter, parse_date
+from asyncds.flickr import EXTRAS, MAX_ANSWER_BYTES
 
 ALL_URLS = "url_sq,url_t,url_s,url_q,url_m,url_n,url_z,url_c,url_l,url_o"
 SEARCH_EXTRAS = f"license,date_upload,owner_name,tags,{ALL_URLS}"
@@ -585,7 +587,9 @@ def test_hash_primitives_agree() -> None:
 def test_fault_profile_loading(tmp_path: Path) -> None:
     assert FaultProfile.none() == FaultProfile()
     on = FaultProfile.all_on()
-    assert all(0 < getattr(on, n) <= 0.05 for n in FaultProfile.rate_names())
+    survivable = set(FaultProfile.rate_names()) - FaultProfile.NOT_IN_ALL_ON
+    assert all(0 < getattr(on, n) <= 0.05 for n in survivable)
+    assert sorted(FaultProfile.NOT_IN_ALL_ON) == ["api_endless"] and on.api_endless == 0
     assert on.api_latency_s and on.image_latency_s and on.stall_s <= 2
     p = FaultProfile.from_mapping({"image-404": 0.5, "api_429": 0.1, "retry_after_s": 0})
     assert (p.image_404, p.api_429, p.retry_after_s) == (0.5, 0.1, 0)
@@ -918,6 +922,59 @@ async def test_media_selects_photos_videos_or_both(session: aiohttp.ClientSessio
     async with running_emulator(settings()) as no_videos:
         same = await search(session, no_videos, tags="cat", per_page=500, media="photos")
     assert ids_of(photos) == ids_of(same)
+
+
+async def test_a_full_search_page_is_far_below_the_client_cap(
+    session: aiohttp.ClientSession,
+) -> None:
+    # asyncds.flickr caps an answer at MAX_ANSWER_BYTES because real pages are this small.
+    async with running_emulator(settings(default_tag_size=3000)) as emu:
+        query = {
+            "method": "flickr.photos.search",
+            "api_key": EMULATOR_API_KEY,
+            "tags": "cat",
+            "per_page": "500",
+            "extras": EXTRAS,
+            "format": "json",
+            "nojsoncallback": "1",
+        }
+        async with session.get(emu.api_url, params=query) as r:
+            body = await r.read()
+    assert len(json.loads(body)["photos"]["photo"]) == 500
+    assert len(body) < 1024 * 1024 <= MAX_ANSWER_BYTES / 4
+
+
+async def test_api_endless_streams_on_every_attempt(session: aiohttp.ClientSession) -> None:
+    async with running_emulator(settings(faults={"api_endless": 1.0})) as emu:
+        params = {
+            "method": "flickr.photos.search",
+            "api_key": EMULATOR_API_KEY,
+            "tags": "cat",
+            "format": "json",
+            "nojsoncallback": "1",
+        }
+        for _ in range(3):  # persistent: a retry gets the same endless answer
+            async with session.get(emu.api_url, params=params) as r:
+                assert r.status == 200 and r.content_length is None
+                assert r.content_type == "application/json"
+                got = bytearray()
+                async for chunk in r.content.iter_chunked(64 * 1024):
+                    got += chunk
+                    if len(got) > 2 * MAX_ANSWER_BYTES:
+                        break  # far past any real answer, and still going
+                assert len(got) > 2 * MAX_ANSWER_BYTES
+                assert got.startswith(b'{"photos":{"page":1,"photo":[{"id":"')
+                r.close()
+        assert emu.stats.faults["api_endless"] == 3
+        # Other methods alike; the emulator keeps serving once the client hung up.
+        async with session.get(emu.api_url, params={**params, "method": "flickr.test.echo"}) as r:
+            assert (await r.content.read(100)).startswith(b'{"photos"')
+            r.close()
+    keys = [f"q{i}" for i in range(400)]
+    half = [decide_persistent(7, "api_endless", 0.5, k) for k in keys]
+    assert half == [decide_persistent(7, "api_endless", 0.5, k) for k in keys]  # pure
+    assert half != [decide_persistent(8, "api_endless", 0.5, k) for k in keys]
+    assert 150 < sum(half) < 250
 
 
 async def test_rate_limit_per_key(session: aiohttp.ClientSession) -> None:

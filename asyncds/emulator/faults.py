@@ -4,7 +4,8 @@ Every decision is a pure function of ``(seed, fault name, identity)``: the same 
 the same requests the same way, so a failing test can be replayed. Transient faults also take
 the attempt number of the identical request and never fire from the third attempt on, so a
 client that retries (up to 5 times) always gets through. Permanent faults depend on the photo
-id only: they are properties of the photo.
+id only: they are properties of the photo. Persistent faults (``api_endless``) depend on the
+request without its attempt number: every try of that request gets them, so no retry helps.
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ class FaultProfile:
     api_429: float = 0.0
     api_html_200: float = 0.0
     api_truncated: float = 0.0
+    api_endless: float = 0.0  # persistent: every attempt of the request gets it
     api_latency_s: float = 0.0
     rate_limit_per_hour: int = 0
     retry_after_s: int = 1
@@ -147,6 +149,8 @@ class FaultProfile:
     NON_RATES: ClassVar[frozenset[str]] = frozenset(
         {"api_latency_s", "image_latency_s", "stall_s", "retry_after_s", "rate_limit_per_hour"}
     )
+    # Rates all_on() leaves at 0: no retry gets past them, so every run would fail.
+    NOT_IN_ALL_ON: ClassVar[frozenset[str]] = frozenset({"api_endless"})
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -178,7 +182,8 @@ class FaultProfile:
 
     @classmethod
     def all_on(cls) -> FaultProfile:
-        """Every fault at a moderate rate, with short latencies and stalls (for soak tests)."""
+        """Every fault a retrying client survives at a moderate rate, with short latencies and
+        stalls (for soak tests); :attr:`NOT_IN_ALL_ON` stays off."""
         return cls(
             api_fail_105=0.03,
             api_fail_201=0.03,
@@ -271,6 +276,11 @@ def photo_variant(profile: FaultProfile, seed: int, photo_id: int) -> str | None
         if decide_permanent(seed, name, getattr(profile, name), photo_id):
             return name
     return None
+
+
+def decide_persistent(seed: int, name: str, rate: float, identity: str) -> bool:
+    """Whether every attempt of request ``identity`` gets fault ``name`` (no attempt number)."""
+    return rate > 0.0 and unit(seed, name, identity) < rate
 
 
 # ---------------------------------------------------------------------------------------------

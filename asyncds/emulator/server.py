@@ -48,6 +48,7 @@ from .faults import (
     IMAGE_TRANSIENT_FAULTS,
     AttemptCounter,
     FaultProfile,
+    decide_persistent,
     photo_gone,
     photo_variant,
     transient_fault,
@@ -65,6 +66,8 @@ PLACEHOLDER_L_PATH = "/pw/images/en-us/photo_unavailable_l.png"
 MAX_PER_PAGE = 500
 DEFAULT_PER_PAGE = 100
 MAX_ALL_TAGS = 20
+# What fault api_endless sends at most: a client without a size cap still sees an end.
+ENDLESS_LIMIT_BYTES = 1 << 30
 
 # Parameters that authenticate a call rather than say what it asks for.
 AUTH_PARAMS = frozenset(
@@ -590,6 +593,9 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
             **{"Retry-After": str(max(1, math.ceil(wait)))},
         )
     identity = canonical_request(params)
+    if decide_persistent(settings.seed, "api_endless", faults.api_endless, identity):
+        state.stats.record_fault("api_endless")
+        return await _send_endless(request, fmt)
     fault = transient_fault(
         faults, settings.seed, API_TRANSIENT_FAULTS, identity, state.api_attempts.next(identity)
     )
@@ -635,6 +641,45 @@ def _flickr_html_page() -> str:
         "<h1>Flickr is having a massage.</h1><p>Please try again in a moment.</p>"
         "</body></html>\n"
     )
+
+
+async def _send_endless(request: web.Request, fmt: ResponseFormat) -> web.StreamResponse:
+    """HTTP 200 whose body never ends, as a broken proxy once sent: the start of a search
+    answer, then one photo over and over until the client hangs up (or ENDLESS_LIMIT_BYTES)."""
+    photo = {
+        "id": "10000000000",
+        "owner": "10000000@N00",
+        "secret": "0123456789",
+        "server": "65535",
+        "farm": 66,
+        "title": "again",
+        "ispublic": 1,
+        "isfriend": 0,
+        "isfamily": 0,
+    }
+    if fmt.kind == "xml":
+        head = '<?xml version="1.0" encoding="utf-8" ?>\n<rsp stat="ok"><photos page="1">'
+        item = ET.tostring(_xml_element("photo", photo), encoding="unicode")
+    else:
+        head = '{"photos":{"page":1,"photo":['
+        if fmt.kind == "jsonp":
+            head = f"{fmt.callback}({head}"
+        item = json.dumps(photo, separators=(",", ":")) + ","
+    chunk = (item * (64 * 1024 // len(item) + 1)).encode()
+    content_type, _, charset = render_body({"stat": "ok"}, fmt)[1].partition("; charset=")
+    resp = web.StreamResponse(status=200)
+    resp.content_type, resp.charset = content_type, charset or None
+    resp.enable_chunked_encoding()  # no Content-Length: only the reader can tell it is too long
+    try:
+        await resp.prepare(request)
+        await resp.write(head.encode())
+        sent = len(head)
+        while sent < ENDLESS_LIMIT_BYTES:
+            await resp.write(chunk)
+            sent += len(chunk)
+    except ConnectionError:
+        pass  # the client hung up: what a client with a size cap does
+    return resp
 
 
 def _status_fault(fault: str, retry_after_s: int) -> web.Response:
