@@ -34,6 +34,8 @@ FLICKR_SORTS = (
     "interestingness-asc",
     "relevance",
 )
+# flickr.photos.search `media`. Flickr's own default is all, which returns videos too.
+FLICKR_MEDIA = ("photos", "videos", "all")
 MAX_TAGS_ALL = 20  # Flickr's limit on tags combined with tag_mode=all
 MAX_LICENSE_ID = 16  # license ids are 0..16 since Flickr's 2025 renumbering
 MAX_INT = 2**63 - 1
@@ -152,6 +154,7 @@ class FlickrSettings:
     license: tuple[int, ...] = ()
     sort: str = "relevance"
     safe_search: int = 1
+    media: str = "photos"  # a video's url_X sizes are still frames: no dataset wants them
     retries: int = 5
     backoff_s: float = 1.0
 
@@ -313,6 +316,7 @@ FLICKR_KEYS = (
     "backoff_s",
     "calls_per_hour",
     "license",
+    "media",
     "per_page",
     "retries",
     "safe_search",
@@ -735,6 +739,7 @@ def _parse_flickr(check: _Checker, value: object, environ: Mapping[str, str]) ->
         safe_search=check.integer(
             section.get("safe_search", defaults.safe_search), "flickr.safe_search", 1, 3
         ),
+        media=check.choice(section.get("media", defaults.media), "flickr.media", FLICKR_MEDIA),
         retries=check.integer(section.get("retries", defaults.retries), "flickr.retries", 0, 20),
         backoff_s=check.number(
             section.get("backoff_s", defaults.backoff_s), "flickr.backoff_s", gt=0

@@ -10,6 +10,8 @@ Every quirk from ``flickr-api.md`` lives here and nowhere else:
   photos, ``total`` is uncapped), so :class:`ClassSearch` slices the upload-date range into
   windows small enough to walk completely, and dedupes by photo id;
 - a key is limited to 3,600 calls an hour, so all calls share one leaky-bucket limiter;
+- an answer's body is read under a size cap: a broken proxy's endless HTTP 200 once filled
+  1.27 GiB before the timeout;
 - the API key rides in every request URL, so every log line and exception text is redacted.
 """
 
@@ -48,6 +50,12 @@ AUTH_HELP = (
 TRANSIENT_CODES = frozenset({0, 10, 105, 201})
 AUTH_CODE = 100
 NOT_A_FLICKR_CODE = -1  # FlickrError.code for faults that are not API errors (HTTP status, shape)
+
+# A 500-photo search page with our extras is about 0.4 MB; a body past 4 MB is no Flickr answer
+# (an endless 200 from a broken proxy was once buffered to 1.27 GiB), so reading stops there.
+MAX_ANSWER_MB = 4
+MAX_ANSWER_BYTES = MAX_ANSWER_MB * 1024 * 1024
+_CHUNK_BYTES = 64 * 1024
 
 # License ids as of the 2025-06 renaming (flickr-api.md §5); keyed on the id, never the name.
 LICENSES: dict[int, str] = {
@@ -321,12 +329,14 @@ class FlickrClient:
         calls_per_hour: int,
         retry: RetryPolicy,
         timeout_s: float = 30.0,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         self._session = session
         self._api_url = api_url
         self._api_key = api_key or ""
         self._retry = retry
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._max_answer_bytes = max_answer_bytes
         self.calls_per_hour = calls_per_hour
         self.burst, self.rate_per_s = limiter_parameters(calls_per_hour)
         # The most calls any 60-second window can see (== calls_per_hour / 60 when it allows).
@@ -385,7 +395,9 @@ class FlickrClient:
             ) as resp:
                 status, reason = resp.status, resp.reason or ""
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                body = await resp.read()
+                if status != 200:  # the body of an error answer is never used: leave it unread
+                    raise self._status_error(method, status, reason, retry_after)
+                body = await self._read_capped(method, resp)
         except TimeoutError:
             raise _TransientFlickrError(f"{method}: timed out") from None
         except aiohttp.InvalidURL:
@@ -399,9 +411,38 @@ class FlickrClient:
             raise _TransientFlickrError(
                 self.redact(f"{method}: {type(exc).__name__}: {exc}")
             ) from None
-        if status != 200:
-            raise self._status_error(method, status, reason, retry_after)
         return self._parse(method, body, retry_after)
+
+    async def _read_capped(self, method: str, resp: aiohttp.ClientResponse) -> bytearray:
+        """The body, read in chunks; an answer over the cap is dropped as soon as it shows.
+
+        Retried like the other malformed answers (HTML, truncated JSON): a proxy that went wrong
+        may recover, and the retries are bounded anyway.
+        """
+        cap = self._max_answer_bytes
+        declared = resp.content_length
+        if declared is not None and declared > cap:
+            resp.close()  # drop the connection rather than drain a body we will not keep
+            raise self._oversized(method, f"Content-Length {declared}")
+        body = bytearray()
+        async for chunk in resp.content.iter_chunked(_CHUNK_BYTES):
+            body += chunk
+            if len(body) > cap:
+                read = len(body)
+                del body  # the error's traceback holds this frame: let it not hold 4 MB
+                resp.close()
+                raise self._oversized(method, f"stopped reading after {read} bytes")
+        return body
+
+    def _oversized(self, method: str, detail: str) -> _TransientFlickrError:
+        cap = self._max_answer_bytes
+        size = f"{cap / (1024 * 1024):g} MB" if cap >= 1024 * 1024 else f"{cap} bytes"
+        return _TransientFlickrError(
+            self.redact(
+                f"Flickr's answer to {method} exceeded {size} ({detail}); real answers are "
+                "well under 1 MB, so a proxy or the server is misbehaving"
+            )
+        )
 
     def _status_error(
         self, method: str, status: int, reason: str, retry_after: float | None
@@ -412,7 +453,9 @@ class FlickrClient:
             return _TransientFlickrError(text, retry_after=retry_after)
         return FlickrError(NOT_A_FLICKR_CODE, text)
 
-    def _parse(self, method: str, body: bytes, retry_after: float | None) -> dict[str, Any]:
+    def _parse(
+        self, method: str, body: bytes | bytearray, retry_after: float | None
+    ) -> dict[str, Any]:
         text = body.decode("utf-8", errors="replace").strip()
         # Without nojsoncallback Flickr wraps JSON as JSONP: jsonFlickrApi({...})
         if text.startswith("jsonFlickrApi(") and text.endswith(")"):
@@ -575,6 +618,7 @@ class ClassSearch:
             "per_page": self._per_page,
             "sort": settings.sort,
             "safe_search": settings.safe_search,
+            "media": settings.media,  # Flickr's default (all) would return videos too
             "extras": EXTRAS,
         }
         if settings.license:
@@ -722,6 +766,8 @@ __all__ = [
     "AUTH_HELP",
     "EXTRAS",
     "LICENSES",
+    "MAX_ANSWER_BYTES",
+    "MAX_ANSWER_MB",
     "SEARCH_CAP",
     "Candidate",
     "ClassSearch",

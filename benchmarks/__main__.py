@@ -10,6 +10,7 @@ BENCHMARKS = (
     "benchmarks.bench_phash",
     "benchmarks.bench_memory",
     "benchmarks.bench_peers",
+    "benchmarks.bench_budgets",
 )
 
 for name in BENCHMARKS:

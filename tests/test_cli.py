@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from asyncds.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
-from asyncds.emulator import EmulatorSettings, EmulatorThread
+from asyncds.emulator import EMULATOR_API_KEY, EmulatorSettings, EmulatorThread, FaultProfile
+from asyncds.emulator.catalog import is_video_id
+from asyncds.flickr import MAX_ANSWER_MB
 from tests.e2e import write_config
 
 
@@ -95,3 +97,41 @@ def test_emulator_flag_runs_end_to_end_and_fresh_starts_over(tmp_path: Path, cap
     assert "--fresh: deleting" in err and str(out / "cat") in err
     assert (out / "unrelated.txt").read_text() == "mine"  # only what asyncds wrote is deleted
     assert len(list((out / "cat").glob("*.jpg"))) == 30
+
+
+def test_an_endless_api_answer_ends_the_run_with_one_line(tmp_path: Path, capsys):
+    profile = tmp_path / "faults.yaml"
+    profile.write_text("api_endless: 1.0\n")  # every API answer is an HTTP 200 that never ends
+    config = write_config(tmp_path / "c.yaml", {"cat": 10})
+    out = tmp_path / "o"
+    args = [str(config), "--emulator", "--emulator-faults", str(profile), "--output-dir", str(out)]
+    assert main([*args, "-q"]) == EXIT_FAILED
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    line = lines[0]
+    assert line.startswith("error: ") and "flickr.photos.search" in line, line
+    assert f"exceeded {MAX_ANSWER_MB} MB" in line and "gave up after 6 attempts" in line, line
+    assert EMULATOR_API_KEY not in line and "Traceback" not in line
+
+
+def test_searches_ask_for_photos_unless_media_says_otherwise(tmp_path: Path, monkeypatch):
+    settings = EmulatorSettings(seed=1, tag_sizes={"cat": 300}, faults=FaultProfile(video=0.1))
+    with EmulatorThread(settings) as emu:
+        monkeypatch.setenv("API_KEY", "emulator-key")
+        monkeypatch.setenv("FLICKR_API_URL", emu.api_url)
+        photos = {int(i) for i in emu.catalog.tag_ids("cat")}
+        videos = {int(i) for i in emu.catalog.tag_video_ids("cat")}
+        assert videos, "the emulator must have videos under this tag for the test to mean much"
+
+        def found(media: str | None) -> set[int]:
+            flickr = {} if media is None else {"media": media}
+            config = write_config(tmp_path / f"{media}.yaml", {"cat": 1000}, flickr=flickr)
+            out = tmp_path / f"out-{media}"
+            assert main([str(config), "--search-only", "--output-dir", str(out), "-q"]) == EXIT_OK
+            urls = json.loads((out / "urls_data.json").read_text())["cat"]
+            return {int(url.rsplit("/", 1)[1].split("_")[0]) for url in urls}
+
+        default = found(None)
+        assert default == photos and not any(is_video_id(i) for i in default)
+        assert found("all") == photos | videos
+        assert found("videos") == videos

@@ -128,6 +128,7 @@ def test_defaults() -> None:
         license=(),
         sort="relevance",
         safe_search=1,
+        media="photos",
         retries=5,
         backoff_s=1.0,
     )
@@ -164,6 +165,7 @@ def test_every_optional_key() -> None:
               license: [4, 5, 9, 10, 4]
               sort: interestingness-desc
               safe_search: 2
+              media: ALL
               retries: 0
               backoff_s: 0.5
             image: {max_side: 512, quality: 80, min_side: 100, max_pixels: 1000000}
@@ -189,6 +191,7 @@ def test_every_optional_key() -> None:
     assert config.subset.fraction == pytest.approx(0.1)
     assert config.flickr.license == (4, 5, 9, 10)  # repeats dropped
     assert config.flickr.sort == "interestingness-desc"
+    assert config.flickr.media == "all"  # matched ignoring case, like every enum
     assert (config.flickr.per_page, config.flickr.safe_search, config.flickr.retries) == (250, 2, 0)
     assert config.flickr.api_url == "http://127.0.0.1:8080/services/rest/"
     assert config.flickr.retry_policy == RetryPolicy(retries=0, backoff_s=0.5)
@@ -785,6 +788,19 @@ ERROR_CASES = [
         id="safe-search-bad",
     ),
     pytest.param(
+        extra("flickr: {media: images}"),
+        "flickr.media",
+        "must be one of photos, videos, all",
+        id="media-bad",
+    ),
+    pytest.param(
+        extra("flickr: {media: photo}"),
+        "flickr.media",
+        "did you mean 'photos'?",
+        id="media-typo",
+    ),
+    pytest.param(extra("flickr: {media: 1}"), "flickr.media", "got 1", id="media-number"),
+    pytest.param(
         extra("flickr: {retries: 21}"), "flickr.retries", "between 0 and 20", id="retries-high"
     ),
     pytest.param(
@@ -897,6 +913,13 @@ def test_unknown_key_message_matches_the_documented_form() -> None:
     assert error_of(BASE + "colour: red\n") == (
         "config.yaml: colour: unknown key; valid keys here are classes, dedup, download, flickr, "
         "image, output_dir, subset, train_test_split"
+    )
+
+
+def test_media_message_matches_the_documented_form() -> None:
+    assert error_of(BASE + "flickr: {media: video}\n") == (
+        "config.yaml: flickr.media: must be one of photos, videos, all; got 'video'; "
+        "did you mean 'videos'?"
     )
 
 

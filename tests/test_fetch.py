@@ -508,12 +508,11 @@ async def test_redirect_loop_is_an_http_error(cdn, session):
 
 async def test_oversize_by_content_length_is_rejected_before_reading(cdn, session):
     state, server = cdn
-    start = time.monotonic()
     result = await get(session, server, "/huge-declared.jpg")
+    # Awaiting the body (which never finishes) would have ended in a timeout, not this.
     assert result.status == FetchStatus.TOO_LARGE
     assert "Content-Length" in result.reason
     assert result.attempts == 1 and result.data is None
-    assert time.monotonic() - start < 1  # the body (which never finishes) was not awaited
 
 
 async def test_oversize_stream_stops_at_the_cap(cdn, session):

@@ -7,6 +7,7 @@ Nothing here can reach Flickr: the API url is a reserved ``.test`` host and aior
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -14,12 +15,15 @@ import random
 import re
 import time
 import traceback
-from collections.abc import Iterable
+import tracemalloc
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from aioresponses import CallbackResult
 from aioresponses import core as aioresponses_core
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -29,6 +33,8 @@ from asyncds.config import ClassSpec, FlickrSettings
 from asyncds.flickr import (
     EXTRAS,
     LICENSES,
+    MAX_ANSWER_BYTES,
+    MAX_ANSWER_MB,
     Candidate,
     ClassSearch,
     FlickrAuthError,
@@ -87,8 +93,10 @@ def make_client(
     )
 
 
-def settings(per_page: int = 500, license: tuple[int, ...] = ()) -> FlickrSettings:
-    return FlickrSettings(api_url=API, per_page=per_page, license=license)
+def settings(
+    per_page: int = 500, license: tuple[int, ...] = (), media: str = "photos"
+) -> FlickrSettings:
+    return FlickrSettings(api_url=API, per_page=per_page, license=license, media=media)
 
 
 # -- a synthetic Flickr -----------------------------------------------------------------------
@@ -213,12 +221,24 @@ async def test_search_sends_the_class_query(session, mocked):
         "per_page": "500",
         "sort": "relevance",
         "safe_search": "1",
+        "media": "photos",
         "license": "4,9",
         "extras": EXTRAS,
         "min_upload_date": str(T0),
         "max_upload_date": str(T0 + 9),
         "page": "1",
     }
+
+
+@pytest.mark.parametrize("media", ["videos", "all"])
+async def test_search_sends_the_configured_media(session, mocked, media):
+    fake = FakeFlickr([T0 + 5])
+    mocked.get(API_RE, callback=fake, repeat=True)
+    search = ClassSearch(
+        make_client(session), FOX, settings(media=media), max_side=240, start=T0, end=T0 + 9
+    )
+    await walk(search)
+    assert [q["media"] for q in fake.requests] == [media]
 
 
 async def test_paging_stops_at_pages_when_fewer_than_the_cap(session, mocked):
@@ -538,6 +558,122 @@ async def test_other_http_errors_are_permanent(session, mocked, status):
     assert client.calls == 1
 
 
+# -- the answer size cap ----------------------------------------------------------------------
+
+
+class EndlessApi:
+    """An API whose HTTP 200 never ends, as a broken proxy's did: JSON that opens a photo list
+    and repeats one photo until the client hangs up. With ``declared``, a Content-Length that
+    large instead, and then silence until the test is over."""
+
+    HEAD = b'{"stat":"ok","photos":{"page":1,"photo":['
+    PHOTO = b'{"id":"1","owner":"1@N01","secret":"abc","server":"1","farm":1,"title":"again"},'
+
+    def __init__(self, declared: int | None = None) -> None:
+        self.declared = declared
+        self.requests = 0
+        self.released = asyncio.Event()
+        self.app = web.Application()
+        self.app.router.add_get("/services/rest/", self.answer)
+
+    async def answer(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        if self.declared is None:
+            resp.enable_chunked_encoding()
+        else:
+            resp.content_length = self.declared
+        chunk = self.PHOTO * 1000
+        with contextlib.suppress(ConnectionError):  # the client hanging up ends it
+            await resp.prepare(request)
+            await resp.write(self.HEAD)
+            while self.declared is None:
+                await resp.write(chunk)
+            await self.released.wait()  # a client reading on would wait here for its timeout
+        return resp
+
+
+@contextlib.asynccontextmanager
+async def serving(api: EndlessApi) -> AsyncIterator[str]:
+    server = TestServer(api.app, host="127.0.0.1", port=0)
+    await server.start_server()
+    try:
+        yield str(server.make_url("/services/rest/"))
+    finally:
+        api.released.set()
+        await server.close()
+
+
+async def test_an_endless_answer_is_cut_at_the_cap(session):
+    api = EndlessApi()
+    async with serving(api) as url:
+        client = FlickrClient(
+            session,
+            api_url=url,
+            api_key=KEY,
+            calls_per_hour=UNLIMITED,
+            retry=RetryPolicy(retries=1, backoff_s=0.001, max_backoff_s=0.01),
+            timeout_s=5,  # without the cap the client would read for this long, per attempt
+        )
+        tracemalloc.start()
+        try:
+            async with asyncio.timeout(30):
+                with pytest.raises(FlickrUnavailableError) as info:
+                    await client.call("flickr.photos.search", tags="fox")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    text = str(info.value)
+    assert f"Flickr's answer to flickr.photos.search exceeded {MAX_ANSWER_MB} MB" in text, text
+    found = re.search(r"stopped reading after (\d+) bytes", text)
+    assert found, text
+    assert MAX_ANSWER_BYTES < int(found[1]) <= MAX_ANSWER_BYTES + 64 * 1024  # one chunk past it
+    # Memory: one capped body at a time (the first attempt's is freed), not the stream.
+    assert peak < MAX_ANSWER_BYTES + 2 * 1024 * 1024, peak
+    # Retried like the other malformed answers (HTML, truncated JSON), then given up.
+    assert client.calls == api.requests == 2
+    assert_no_key(*exception_texts(info.value))
+
+
+async def test_an_answer_declared_over_the_cap_is_refused_unread(session):
+    declared = 50 * 1024 * 1024
+    api = EndlessApi(declared=declared)
+    async with serving(api) as url:
+        client = FlickrClient(
+            session,
+            api_url=url,
+            api_key=KEY,
+            calls_per_hour=UNLIMITED,
+            retry=RetryPolicy(retries=0),
+            timeout_s=5,
+        )
+        async with asyncio.timeout(30):
+            with pytest.raises(FlickrUnavailableError) as info:
+                await client.call("flickr.test.echo")
+    # Reading on would have ended in "timed out": the header alone decided.
+    assert f"exceeded {MAX_ANSWER_MB} MB (Content-Length {declared})" in str(info.value)
+    assert api.requests == 1
+
+
+async def test_an_answer_of_exactly_the_cap_is_accepted(session, mocked):
+    body = json.dumps(OK)
+    mocked.get(API_RE, body=body, repeat=True)
+
+    def client(cap: int) -> FlickrClient:
+        return FlickrClient(
+            session,
+            api_url=API,
+            api_key=KEY,
+            calls_per_hour=UNLIMITED,
+            retry=RetryPolicy(retries=0),
+            max_answer_bytes=cap,
+        )
+
+    assert await client(len(body)).call("flickr.test.echo") == OK
+    with pytest.raises(FlickrUnavailableError, match=f"exceeded {len(body) - 1} bytes"):
+        await client(len(body) - 1).call("flickr.test.echo")
+
+
 # -- redaction --------------------------------------------------------------------------------
 
 
@@ -795,6 +931,10 @@ async def test_one_limiter_paces_every_attempt_of_concurrent_callers(session, mo
     # attempts fail and are retried: twenty requests, the last ten paced ≈ 0.1 s apart.
     client = make_client(session, calls_per_hour=36_000)
     assert client.burst == 10
+    # The bucket drains at exactly rate_per_s, so it paces no harder than the budget needs
+    # (how long the paced calls take in practice: benchmarks/bench_budgets.py).
+    assert client.limiter.max_rate == 10
+    assert client.limiter.time_period == pytest.approx(10 / client.rate_per_s)
     for _ in range(5):
         mocked.get(API_RE, payload=fail(105))
     mocked.get(API_RE, payload=OK, repeat=True)
@@ -802,5 +942,4 @@ async def test_one_limiter_paces_every_attempt_of_concurrent_callers(session, mo
     await asyncio.gather(*(client.call("flickr.test.echo") for _ in range(15)))
     elapsed = time.monotonic() - started
     assert client.calls == 20
-    assert elapsed >= 0.95 * (20 - client.burst) / client.rate_per_s
-    assert elapsed < 3
+    assert elapsed >= 0.95 * (20 - client.burst) / client.rate_per_s  # paced: never faster

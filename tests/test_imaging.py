@@ -9,7 +9,6 @@ import multiprocessing
 import pickle
 import random
 import struct
-import time
 import warnings
 import zlib
 from concurrent.futures import ProcessPoolExecutor
@@ -350,9 +349,8 @@ def test_truncated_png_is_corrupt() -> None:
 
 def test_pixel_bomb_is_refused_from_the_header(no_decoding: None) -> None:
     before = (Image.MAX_IMAGE_PIXELS, list(warnings.filters))
-    start = time.perf_counter()
+    # no_decoding proves it is refused from the header; bench_budgets.py times it.
     result = process_image(png_header_only(10_000, 10_000), ImageOptions(max_pixels=1_000_000))
-    assert time.perf_counter() - start < 0.5
     assert result.status == TOO_MANY_PIXELS, result.reason
     assert (Image.MAX_IMAGE_PIXELS, list(warnings.filters)) == before
 

@@ -8,9 +8,11 @@ Id layout (11 decimal digits, like today's Flickr ids)::
 
     regular photo:  ID_BASE + (dateupload - T0) * SLOTS + r          r in [0, SLOTS)
     duplicate:      ID_BASE + DUP_BASE + 2 * (target - ID_BASE) + k  k = 0 exact, 1 near
+    video:          ID_BASE + VIDEO_BASE + (beside - ID_BASE)
 
-so a regular id encodes its upload second (ids grow with time, as on Flickr) and a duplicate
-encodes the photo it copies.
+so a regular id encodes its upload second (ids grow with time, as on Flickr), a duplicate
+encodes the photo it copies and a video the photo it was uploaded beside (same second, same
+tags). Videos are extra entries: a tag's photos are the same with or without them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import random
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import lru_cache, reduce
 from typing import Generic, TypeVar
 
@@ -33,8 +35,12 @@ T1 = 1767225599  # 2025-12-31 23:59:59 UTC
 ID_BASE = 10_000_000_000
 SLOTS = 32
 DUP_BASE = 22_000_000_000
+VIDEO_BASE = 65_000_000_000
 _MAX_REGULAR_CORE = (T1 - T0) * SLOTS + SLOTS - 1
 _MAX_DUP_CORE = DUP_BASE + 2 * _MAX_REGULAR_CORE + 1
+_MAX_VIDEO_CORE = VIDEO_BASE + _MAX_REGULAR_CORE
+assert _MAX_DUP_CORE < VIDEO_BASE and ID_BASE + _MAX_VIDEO_CORE < 10**11  # 11 digits, disjoint
+MEDIA = ("all", "photos", "videos")  # flickr.photos.search `media`; Flickr's default is all
 C_SIZES_SINCE = 1330560000  # 2012-03-01: Flickr made the 800 px ("_c") size from then on
 B_SIZES_SINCE = 1274745600  # 2010-05-25: before it the 1024 px size only for big originals
 SEARCH_CAP = 4000  # Flickr returns at most the first 4,000 results of any query
@@ -102,6 +108,7 @@ class PhotoInfo:
     visual_id: int  # whose pixels this photo shows: the copied photo for a duplicate
     duplicate: str | None  # "exact_duplicate", "near_duplicate" or None
     words: tuple[str, ...]  # filler tags
+    media: str = "photo"  # or "video" (its url_X sizes are still frames, as on Flickr)
 
     @property
     def longest(self) -> int:
@@ -121,11 +128,20 @@ def is_valid_id(photo_id: int) -> bool:
     core = photo_id - ID_BASE
     if 0 <= core <= _MAX_REGULAR_CORE:
         return True
-    return DUP_BASE <= core <= _MAX_DUP_CORE
+    return DUP_BASE <= core <= _MAX_DUP_CORE or VIDEO_BASE <= core <= _MAX_VIDEO_CORE
 
 
 def is_duplicate_id(photo_id: int) -> bool:
-    return photo_id - ID_BASE >= DUP_BASE
+    return DUP_BASE <= photo_id - ID_BASE < VIDEO_BASE
+
+
+def is_video_id(photo_id: int) -> bool:
+    return photo_id - ID_BASE >= VIDEO_BASE
+
+
+def video_id(beside: int) -> int:
+    """The id of the video uploaded beside regular photo ``beside``."""
+    return beside + VIDEO_BASE
 
 
 def duplicate_id(target: int, kind: str) -> int:
@@ -149,6 +165,8 @@ def _dup_delay(seed: int, photo_id: int) -> int:
 
 def date_of(seed: int, photo_id: int) -> int:
     """Upload time (unix seconds) of a photo."""
+    if is_video_id(photo_id):
+        return regular_date(photo_id - VIDEO_BASE)
     if not is_duplicate_id(photo_id):
         return regular_date(photo_id)
     target, _ = duplicate_target(photo_id)
@@ -159,8 +177,10 @@ def dates_of(seed: int, ids: np.ndarray) -> np.ndarray:
     """Vectorised :func:`date_of`."""
     ids = ids.astype(np.int64)
     core = ids - ID_BASE
+    video = core >= VIDEO_BASE
+    core = np.where(video, core - VIDEO_BASE, core)  # a video shares its photo's second
     out = T0 + core // SLOTS
-    dup = core >= DUP_BASE
+    dup = (core >= DUP_BASE) & ~video
     if dup.any():
         rel = core[dup] - DUP_BASE
         target_core = rel // 2
@@ -331,6 +351,7 @@ def photo_info(seed: int, photo_id: int, small_rate: float = 0.0) -> PhotoInfo |
         visual_id=visual,
         duplicate=duplicate,
         words=words,
+        media="video" if is_video_id(photo_id) else "photo",
     )
 
 
@@ -375,9 +396,18 @@ class SearchQuery:
     max_taken: int | None = None
     licenses: tuple[int, ...] | None = None
     sort: str = "date-posted-desc"
+    media: str = "all"  # one of MEDIA
 
     def key(self) -> str:
-        return repr(self)
+        """The query's identity for seeded orders (relevance, page repeats).
+
+        Without ``media``: the photos of a query then keep their order and page repeats whether
+        or not videos are asked for, and seeds from before ``media`` existed keep theirs.
+        """
+        shown = ", ".join(
+            f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.name != "media"
+        )
+        return f"{type(self).__qualname__}({shown})"
 
 
 @dataclass(frozen=True)
@@ -400,6 +430,7 @@ class Catalog:
         exact_duplicate: float = 0.0,
         near_duplicate: float = 0.0,
         small: float = 0.0,
+        video: float = 0.0,
     ) -> None:
         if default_tag_size < 0:
             raise ValueError(f"default_tag_size must be >= 0, got {default_tag_size}")
@@ -415,7 +446,9 @@ class Catalog:
         self.exact_duplicate = exact_duplicate
         self.near_duplicate = near_duplicate
         self.small = small
+        self.video = video
         self._tags: _LRU[str, np.ndarray] = _LRU(64)
+        self._videos: _LRU[str, np.ndarray] = _LRU(64)
         self._bases: _LRU[tuple, _Base] = _LRU(64)
         self._results: _LRU[SearchQuery, np.ndarray] = _LRU(128)
 
@@ -428,6 +461,20 @@ class Catalog:
         """The sorted ids of every photo filed under ``tag`` (exactly ``tag_size(tag)``)."""
         tag = normalize_tag(tag)
         return self._tags.get_or_compute(tag, lambda: self._build_tag(tag))
+
+    def tag_video_ids(self, tag: str) -> np.ndarray:
+        """The sorted ids of the videos filed under ``tag``: one beside each of ``video`` of its
+        regular photos. Derived from the photos, never changing them."""
+        tag = normalize_tag(tag)
+
+        def build() -> np.ndarray:
+            ids = self.tag_ids(tag)
+            if self.video <= 0.0:
+                return ids[:0]
+            regular = ids[ids - ID_BASE < DUP_BASE]
+            return video_id(regular[unit_array(self.seed, "video", regular) < self.video])
+
+        return self._videos.get_or_compute(tag, build)
 
     def photo(self, photo_id: int) -> PhotoInfo | None:
         return photo_info(self.seed, photo_id, self.small)
@@ -507,27 +554,41 @@ class Catalog:
 
     # -- searches ------------------------------------------------------------------------------
 
-    def _base(self, tags: tuple[str, ...], exclude: tuple[str, ...], mode: str) -> _Base:
+    def _media_ids(self, tag: str, media: str) -> np.ndarray:
+        """The sorted ids a search with ``media`` sees under ``tag``."""
+        if media == "photos":
+            return self.tag_ids(tag)
+        videos = self.tag_video_ids(tag)
+        if media == "videos":
+            return videos
+        if not len(videos):
+            return self.tag_ids(tag)
+        # Video ids sort after every photo id, so this is sorted and unique like tag_ids.
+        return np.concatenate([self.tag_ids(tag), videos])
+
+    def _base(
+        self, tags: tuple[str, ...], exclude: tuple[str, ...], mode: str, media: str = "all"
+    ) -> _Base:
         def build() -> _Base:
-            sets = [self.tag_ids(t) for t in tags]
+            sets = [self._media_ids(t, media) for t in tags]
             if mode == "all":
                 ids = reduce(lambda a, b: np.intersect1d(a, b, assume_unique=True), sets)
             else:
                 ids = np.unique(np.concatenate(sets)) if len(sets) > 1 else sets[0]
             for t in exclude:
-                ids = np.setdiff1d(ids, self.tag_ids(t), assume_unique=True)
+                ids = np.setdiff1d(ids, self._media_ids(t, media), assume_unique=True)
             dates = dates_of(self.seed, ids)
             order = np.lexsort((ids, dates))
             return _Base(ids=ids[order], dates=dates[order])
 
-        return self._bases.get_or_compute((tags, exclude, mode), build)
+        return self._bases.get_or_compute((tags, exclude, mode, media), build)
 
     def search(self, query: SearchQuery) -> np.ndarray:
         """Every matching photo id, in the query's sort order (uncapped)."""
         return self._results.get_or_compute(query, lambda: self._search(query))
 
     def _search(self, q: SearchQuery) -> np.ndarray:
-        base = self._base(q.tags, q.exclude, q.tag_mode)
+        base = self._base(q.tags, q.exclude, q.tag_mode, q.media)
         lo = 0 if q.min_upload is None else np.searchsorted(base.dates, q.min_upload, "left")
         hi = (
             len(base.ids)
@@ -565,7 +626,7 @@ class Catalog:
         """Which of ``tags`` list ``photo_id``."""
         out = []
         for t in tags:
-            ids = self.tag_ids(t)
+            ids = self.tag_video_ids(t) if is_video_id(photo_id) else self.tag_ids(t)
             i = int(np.searchsorted(ids, photo_id))
             if i < len(ids) and int(ids[i]) == photo_id:
                 out.append(normalize_tag(t))

@@ -6,6 +6,8 @@ the attempt number of the identical request and never fire from the third attemp
 transient ``image_html_200`` only on the first), so a client that retries every transient fault
 at least twice (asyncds: 5 retries, but 2 attempts in all for a page served as an image) always
 gets through. Permanent faults depend on the photo id only: they are properties of the photo.
+Persistent faults (``api_endless``) depend on the request without its attempt number: every
+try of that request gets them, so no retry helps.
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ BROKEN_FAULTS: tuple[str, ...] = ("image_html_200_always", "image_stall_always")
 # Permanent, valid-but-unusual encodings; a photo has at most one (first match wins).
 VARIANT_FAULTS: tuple[str, ...] = ("pixel_bomb", "png_alpha", "cmyk", "progressive", "exif_rotated")
 # Permanent catalog-level faults.
-CATALOG_FAULTS: tuple[str, ...] = ("exact_duplicate", "near_duplicate", "small")
+CATALOG_FAULTS: tuple[str, ...] = ("exact_duplicate", "near_duplicate", "small", "video")
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ class FaultProfile:
     api_429: float = 0.0
     api_html_200: float = 0.0
     api_truncated: float = 0.0
+    api_endless: float = 0.0  # persistent: every attempt of the request gets it
     api_latency_s: float = 0.0
     rate_limit_per_hour: int = 0
     retry_after_s: int = 1
@@ -150,11 +153,15 @@ class FaultProfile:
     exif_rotated: float = 0.0
     pixel_bomb: float = 0.0
     small: float = 0.0
+    # catalog: a video filed beside this many of the photos (searched unless media=photos)
+    video: float = 0.0
 
     # Fields that are not probabilities.
     NON_RATES: ClassVar[frozenset[str]] = frozenset(
         {"api_latency_s", "image_latency_s", "stall_s", "retry_after_s", "rate_limit_per_hour"}
     )
+    # Rates all_on() leaves at 0: no retry gets past them, so every run would fail.
+    NOT_IN_ALL_ON: ClassVar[frozenset[str]] = frozenset({"api_endless"})
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -186,7 +193,8 @@ class FaultProfile:
 
     @classmethod
     def all_on(cls) -> FaultProfile:
-        """Every fault at a moderate rate, with short latencies and stalls (for soak tests)."""
+        """Every fault a retrying client survives at a moderate rate, with short latencies and
+        stalls (for soak tests); :attr:`NOT_IN_ALL_ON` stays off."""
         return cls(
             api_fail_105=0.03,
             api_fail_201=0.03,
@@ -225,6 +233,7 @@ class FaultProfile:
             exif_rotated=0.03,
             pixel_bomb=0.02,
             small=0.02,
+            video=0.03,
         )
 
     @classmethod
@@ -297,6 +306,11 @@ def photo_variant(profile: FaultProfile, seed: int, photo_id: int) -> str | None
         if decide_permanent(seed, name, getattr(profile, name), photo_id):
             return name
     return None
+
+
+def decide_persistent(seed: int, name: str, rate: float, identity: str) -> bool:
+    """Whether every attempt of request ``identity`` gets fault ``name`` (no attempt number)."""
+    return rate > 0.0 and unit(seed, name, identity) < rate
 
 
 # ---------------------------------------------------------------------------------------------

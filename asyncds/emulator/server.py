@@ -29,6 +29,7 @@ from urllib.parse import unquote, urlencode
 from aiohttp import web
 
 from .catalog import (
+    MEDIA,
     SIZE_BY_EXTRA,
     SIZE_BY_SUFFIX,
     SIZES,
@@ -47,6 +48,7 @@ from .faults import (
     IMAGE_TRANSIENT_FAULTS,
     AttemptCounter,
     FaultProfile,
+    decide_persistent,
     photo_broken,
     photo_gone,
     photo_on_foreign_host,
@@ -69,6 +71,8 @@ MAX_ALL_TAGS = 20
 # Where the image_foreign_host fault points a photo's url_*: a reserved name that never resolves
 # (RFC 2606), so a client that asks it anyway sees a network error, never an image.
 FOREIGN_IMAGE_HOST = "images.foreign.invalid"
+# What fault api_endless sends at most: a client without a size cap still sees an end.
+ENDLESS_LIMIT_BYTES = 1 << 30
 
 # Parameters that authenticate a call rather than say what it asks for.
 AUTH_PARAMS = frozenset(
@@ -150,6 +154,7 @@ class EmulatorSettings:
             exact_duplicate=self.faults.exact_duplicate,
             near_duplicate=self.faults.near_duplicate,
             small=self.faults.small,
+            video=self.faults.video,
         )
 
 
@@ -382,6 +387,7 @@ def parse_search(params: Mapping[str, str]) -> SearchRequest:
         ids = {int(x) for x in params["license"].split(",") if x.strip().isdigit()}
         licenses = tuple(sorted(i for i in ids if i in LICENSES)) or None
     sort = params.get("sort", "date-posted-desc")
+    media = params.get("media", "all").strip().lower()
     query = SearchQuery(
         tags=tuple(sorted(positive)),
         exclude=tuple(sorted(exclude)),
@@ -392,6 +398,7 @@ def parse_search(params: Mapping[str, str]) -> SearchRequest:
         max_taken=parse_date(params.get("max_taken_date")),
         licenses=licenses,
         sort=sort if sort in SORTS else "date-posted-desc",
+        media=media if media in MEDIA else "all",
     )
     extras = frozenset(e.strip() for e in params.get("extras", "").split(",") if e.strip())
     return SearchRequest(query=query, per_page=per_page, page=page, extras=extras)
@@ -493,7 +500,7 @@ def _photo_dict(
     if "o_dims" in extras and info.has_original:
         photo["o_width"], photo["o_height"] = str(info.width), str(info.height)
     if "media" in extras:
-        photo["media"], photo["media_status"] = "photo", "ready"
+        photo["media"], photo["media_status"] = info.media, "ready"
     for extra in sorted(extras & SIZE_BY_EXTRA.keys(), key=list(SIZE_BY_EXTRA).index):
         spec = SIZE_BY_EXTRA[extra]
         dims = size_dims(info, spec.suffix)
@@ -594,6 +601,9 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
             **{"Retry-After": str(max(1, math.ceil(wait)))},
         )
     identity = canonical_request(params)
+    if decide_persistent(settings.seed, "api_endless", faults.api_endless, identity):
+        state.stats.record_fault("api_endless")
+        return await _send_endless(request, fmt)
     fault = transient_fault(
         faults, settings.seed, API_TRANSIENT_FAULTS, identity, state.api_attempts.next(identity)
     )
@@ -639,6 +649,45 @@ def _flickr_html_page() -> str:
         "<h1>Flickr is having a massage.</h1><p>Please try again in a moment.</p>"
         "</body></html>\n"
     )
+
+
+async def _send_endless(request: web.Request, fmt: ResponseFormat) -> web.StreamResponse:
+    """HTTP 200 whose body never ends, as a broken proxy once sent: the start of a search
+    answer, then one photo over and over until the client hangs up (or ENDLESS_LIMIT_BYTES)."""
+    photo = {
+        "id": "10000000000",
+        "owner": "10000000@N00",
+        "secret": "0123456789",
+        "server": "65535",
+        "farm": 66,
+        "title": "again",
+        "ispublic": 1,
+        "isfriend": 0,
+        "isfamily": 0,
+    }
+    if fmt.kind == "xml":
+        head = '<?xml version="1.0" encoding="utf-8" ?>\n<rsp stat="ok"><photos page="1">'
+        item = ET.tostring(_xml_element("photo", photo), encoding="unicode")
+    else:
+        head = '{"photos":{"page":1,"photo":['
+        if fmt.kind == "jsonp":
+            head = f"{fmt.callback}({head}"
+        item = json.dumps(photo, separators=(",", ":")) + ","
+    chunk = (item * (64 * 1024 // len(item) + 1)).encode()
+    content_type, _, charset = render_body({"stat": "ok"}, fmt)[1].partition("; charset=")
+    resp = web.StreamResponse(status=200)
+    resp.content_type, resp.charset = content_type, charset or None
+    resp.enable_chunked_encoding()  # no Content-Length: only the reader can tell it is too long
+    try:
+        await resp.prepare(request)
+        await resp.write(head.encode())
+        sent = len(head)
+        while sent < ENDLESS_LIMIT_BYTES:
+            await resp.write(chunk)
+            sent += len(chunk)
+    except ConnectionError:
+        pass  # the client hung up: what a client with a size cap does
+    return resp
 
 
 def _status_fault(fault: str, retry_after_s: int) -> web.Response:
