@@ -243,7 +243,8 @@ class ProgressDisplay:
         now = time.monotonic()
         for label, p in self.progress.items():
             row = self._rows[label]
-            self._set(bars, row, p.good, p.target, p.failed, p.good_this_run / (now - p.started))
+            average = p.good_this_run / max(now - p.started, 1e-6)
+            self._set(bars, row, p.good, p.target, p.failed, average)
             if p.good >= p.target:
                 row.fields["state"] = "done"
             elif p.short:
@@ -259,7 +260,7 @@ class ProgressDisplay:
             sum(p.good for p in self.progress.values()),
             sum(p.target for p in self.progress.values()),
             sum(p.failed for p in self.progress.values()),
-            sum(p.good_this_run for p in self.progress.values()) / (now - self.started),
+            sum(p.good_this_run for p in self.progress.values()) / max(now - self.started, 1e-6),
         )
         if remaining:
             total.fields["state"] = self._eta_of(total, remaining)
