@@ -87,12 +87,12 @@ class _Bars(Progress):
     def __init__(self, display: ProgressDisplay, console: Console) -> None:
         self.display = display  # before rich's constructor: it renders once
         super().__init__(
+            # Three columns, the numbers in one padded text: rich measures and renders each
+            # cell, and a redraw (CPU time, median) took 4.6 ms for 3 classes and 19 ms for 20
+            # with a column per number, 1.7 ms and 9 ms so.
             TextColumn("{task.description}"),
             BarColumn(bar_width=30),
-            TextColumn("{task.fields[good]}", justify="right"),
-            TextColumn("{task.fields[dropped]}", justify="right"),
-            TextColumn("{task.fields[rate]}", justify="right"),
-            TextColumn("{task.fields[state]}"),
+            TextColumn("{task.fields[info]}", markup=False),
             console=console,
             auto_refresh=False,  # ProgressDisplay's asyncio task redraws; no thread
             transient=False,  # the final bars stay on screen
@@ -147,9 +147,7 @@ class ProgressDisplay:
 
     def _add_row(self, description: str) -> Task:
         assert self._bars is not None
-        task_id: TaskID = self._bars.add_task(
-            description, total=None, good="", dropped="", rate="", state=""
-        )
+        task_id: TaskID = self._bars.add_task(description, total=None, info="")
         return next(task for task in self._bars.tasks if task.id == task_id)
 
     # -- the phase -------------------------------------------------------------------------
@@ -235,54 +233,53 @@ class ProgressDisplay:
             self._bars.refresh()
 
     def _copy_counters(self) -> None:
-        """The counters into the bars: a handful of assignments per class."""
+        """The counters into the bars: a few assignments and one short string per class."""
         bars = self._bars
         assert bars is not None
-        remaining = 0
-        short = 0
         now = time.monotonic()
+        classes = self.progress.values()
+        width = len(str(sum(p.target for p in classes)))  # the rows' numbers line up
+        left = short = 0
         for label, p in self.progress.items():
             row = self._rows[label]
-            average = p.good_this_run / max(now - p.started, 1e-6)
-            self._set(bars, row, p.good, p.target, p.failed, average)
+            self._count(bars, row, p.good, p.target, p.good_this_run / max(now - p.started, 1e-6))
             if p.good >= p.target:
-                row.fields["state"] = "done"
+                state = "done"
             elif p.short:
-                row.fields["state"] = "short: the search has no more"
+                state = "short: the search has no more"
                 short += 1
             else:
-                row.fields["state"] = self._eta_of(row, p.target - p.good)
-                remaining += p.target - p.good
+                state = self._eta_of(row, p.target - p.good)
+                left += p.target - p.good
+            row.fields["info"] = self._info(row, p.failed, state, width)
         total = self._total
-        self._set(
-            bars,
-            total,
-            sum(p.good for p in self.progress.values()),
-            sum(p.target for p in self.progress.values()),
-            sum(p.failed for p in self.progress.values()),
-            sum(p.good_this_run for p in self.progress.values()) / max(now - self.started, 1e-6),
-        )
-        if remaining:
-            total.fields["state"] = self._eta_of(total, remaining)
-        else:
-            total.fields["state"] = f"done, {short} short" if short else "done"
+        good = sum(p.good for p in classes)
+        average = sum(p.good_this_run for p in classes) / max(now - self.started, 1e-6)
+        self._count(bars, total, good, sum(p.target for p in classes), average)
+        state = f"done, {short} short" if short else "done"
+        if left:  # what the short classes will never get is not waited for
+            state = self._eta_of(total, left)
+        total.fields["info"] = self._info(total, sum(p.failed for p in classes), state, width)
 
     @staticmethod
-    def _set(bars: _Bars, row: Task, good: int, target: int, failed: int, average: float) -> None:
-        """One row's counts; its rate is rich's over the last 30 s, and once the row is
-        complete the average over the run (``average``, images/s)."""
+    def _count(bars: _Bars, row: Task, good: int, target: int, average: float) -> None:
+        """One row's bar. Its rate is rich's over the last 30 s; once the row is complete,
+        ``average``, the images/s of the whole run."""
         if row.finished_time is not None and good < target:  # dedup took some back
             row.finished_time = row.finished_speed = None
         was_finished = row.finished_time is not None
         bars.update(row.id, completed=good, total=target)
         if row.finished_time is not None and not was_finished:
             row.finished_speed = average
-        speed = row.finished_speed or row.speed
-        row.fields["good"] = f"{good}/{target} good"
-        row.fields["dropped"] = f"{failed} dropped"
-        row.fields["rate"] = f"{speed:.1f} img/s" if speed else "– img/s"
 
     @staticmethod
-    def _eta_of(row: Task, remaining: int) -> str:
+    def _info(row: Task, failed: int, state: str, width: int) -> str:
+        speed = row.finished_speed or row.speed
+        counts = f"{row.completed:.0f}/{row.total or 0:.0f}"
+        rate = f"{speed:7.1f}" if speed else "      –"
+        return f"{counts:>{2 * width + 1}} good {failed:>{width}} dropped {rate} img/s  {state}"
+
+    @staticmethod
+    def _eta_of(row: Task, left: int) -> str:
         speed = row.speed
-        return f"ETA {_eta(remaining / speed if speed else float('inf'))}"
+        return f"ETA {_eta(left / speed if speed else float('inf'))}"
