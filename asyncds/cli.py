@@ -132,13 +132,27 @@ def setup_logging(*, verbose: bool, quiet: bool) -> None:
     root.setLevel(logging.DEBUG)
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    console = logging.StreamHandler(sys.stderr)
+    console = console_handler()
     console.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
-    console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     console.addFilter(_Redact())
     root.addHandler(console)
     for noisy in ("aiohttp.access", "asyncio", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def console_handler() -> logging.Handler:
+    """On a terminal, rich's handler on the console the progress display draws on (records
+    print above the bars); elsewhere plain ``LEVEL message`` lines."""
+    from asyncds.progress import is_live_terminal, stderr_console
+
+    console = stderr_console()
+    if is_live_terminal(console):
+        from rich.logging import RichHandler
+
+        return RichHandler(console=console, show_time=False, show_path=False, markup=False)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    return handler
 
 
 def log_to_file(out_dir: Path) -> None:

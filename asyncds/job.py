@@ -30,7 +30,7 @@ from asyncds.dedup import apply_dedup
 from asyncds.files import OutputLock, remove_temp_files, write_atomic
 from asyncds.flickr import FlickrClient, collect_candidates
 from asyncds.imaging import HASH_VERSION, phash_to_hex
-from asyncds.pipeline import Pipeline, initial_progress
+from asyncds.pipeline import ClassProgress, Pipeline, initial_progress
 from asyncds.pool import ImagePool
 from asyncds.progress import ProgressDisplay
 from asyncds.state import STATE_FILE, StateStore, Status
@@ -291,49 +291,27 @@ async def _download_and_assemble(
     progress = await initial_progress(config, state)
     images_before = sum(p.good for p in progress.values())
     phases = PhaseTimes()
-    async with (
-        flickr_client(config, api_key=api_key) as client,
-        image_session(config) as session,
-    ):
-        with ProgressDisplay(progress, quiet=quiet):
-            rounds = 0
-            for round_no in range(1, MAX_ROUNDS + 1):
-                if all(p.good >= p.target or p.exhausted for p in progress.values()):
-                    break
-                rounds = round_no
-                log.debug("download round %d", round_no)
-                with phases.timed("search and download"):
-                    await Pipeline(
-                        config,
-                        out_dir=out_dir,
-                        state=state,
-                        client=client,
-                        session=session,
-                        pool=pool,
-                        progress=progress,
-                    ).run()
-                with phases.timed("dedup"):
-                    good_after_dedup = await apply_dedup(state, config, out_dir)
-                for label, good in good_after_dedup.items():
-                    progress[label].good = good
-        api_calls = client.calls
-    wall = time.monotonic() - started
-    fetched = sum(p.good for p in progress.values()) - images_before
-    fingerprint = _fingerprint(config)
-    unchanged = rounds == 0 and not reassemble
-    if unchanged and await state.meta("assembled") == fingerprint and _artifacts_exist(out_dir):
-        # A rerun on a finished folder: nothing new, so no file is rewritten.
-        log.info("%s is complete; nothing to do", out_dir)
-    else:
-        with phases.timed("assembly"):
-            report = await assemble_outputs(
-                state,
-                config,
-                out_dir,
-                RunStats(wall_time_s=wall, api_calls=api_calls, images_fetched=max(0, fetched)),
-            )
-        phases.seconds["of which the archive"] = report.archive_s
-        await state.set_meta("assembled", fingerprint)
+    with ProgressDisplay(progress, quiet=quiet) as display:
+        rounds, api_calls = await _download(
+            config, state, pool, progress, display, phases, api_key=api_key, out_dir=out_dir
+        )
+        wall = time.monotonic() - started
+        fetched = max(0, sum(p.good for p in progress.values()) - images_before)
+        fingerprint = _fingerprint(config)
+        unchanged = rounds == 0 and not reassemble
+        if unchanged and await state.meta("assembled") == fingerprint and _artifacts_exist(out_dir):
+            # A rerun on a finished folder: nothing new, so no file is rewritten.
+            log.info("%s is complete; nothing to do", out_dir)
+        else:
+            display.phase = "assembling"
+            # The assembly's writers report "archiving" (and an export step "exporting")
+            # through display.report_phase, which may be called from their thread.
+            with phases.timed("assembly"):
+                stats = RunStats(wall_time_s=wall, api_calls=api_calls, images_fetched=fetched)
+                report = await assemble_outputs(state, config, out_dir, stats)
+            phases.seconds["of which the archive"] = report.archive_s
+            await state.set_meta("assembled", fingerprint)
+        display.phase = "done"
     usage = resource.getrusage(resource.RUSAGE_SELF)
     log.info(
         "time per phase: %s; CPU of the main process %.2fs",
@@ -342,3 +320,45 @@ async def _download_and_assemble(
     )
     short = {label: (p.good, p.target) for label, p in progress.items() if p.good < p.target}
     return JobResult(short=short, api_calls=api_calls, wall_time_s=time.monotonic() - started)
+
+
+async def _download(
+    config: Config,
+    state: StateStore,
+    pool: ImagePool,
+    progress: dict[str, ClassProgress],
+    display: ProgressDisplay,
+    phases: PhaseTimes,
+    *,
+    api_key: str,
+    out_dir: Path,
+) -> tuple[int, int]:
+    """Download rounds until every class is full or exhausted (dedup may reopen a class).
+    Returns the rounds run and the API calls made."""
+    rounds = 0
+    async with (
+        flickr_client(config, api_key=api_key) as client,
+        image_session(config) as session,
+    ):
+        for round_no in range(1, MAX_ROUNDS + 1):
+            if all(p.good >= p.target or p.exhausted for p in progress.values()):
+                break
+            rounds = round_no
+            log.debug("download round %d", round_no)
+            display.phase = "searching"  # the display says "downloading" once candidates exist
+            with phases.timed("search and download"):
+                await Pipeline(
+                    config,
+                    out_dir=out_dir,
+                    state=state,
+                    client=client,
+                    session=session,
+                    pool=pool,
+                    progress=progress,
+                ).run()
+            display.phase = "dedup"
+            with phases.timed("dedup"):
+                good_after_dedup = await apply_dedup(state, config, out_dir)
+            for label, good in good_after_dedup.items():
+                progress[label].good = good
+        return rounds, client.calls

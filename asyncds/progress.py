@@ -1,18 +1,56 @@
-"""Progress on long work: a live bar per class on a terminal, periodic log lines elsewhere."""
+"""Progress on long work: live bars on a terminal, periodic log lines elsewhere.
+
+On a terminal a rich ``Progress`` shows the job's phase, one bar per class and a total bar
+(good/target, dropped, images/s, ETA). The console's log handler (``RichHandler``, installed by
+``cli.setup_logging``) writes on the same :func:`stderr_console`, so rich prints every record
+above the live area: nothing drawn is overwritten and no stale copy of a bar is left. When the
+job ends the live area stays, drawn once more with the final counts.
+
+No thread redraws: an asyncio task copies the ``ClassProgress`` counters into the bars every
+``refresh_s`` and redraws a few rows, a cost the event loop does not notice; no per-image code
+path knows about the display. Off a terminal the task logs a ``progress:`` line every
+``interval_s`` and each phase change once; ``quiet`` shows nothing.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import sys
 import time
-from collections.abc import Mapping
-from typing import TextIO
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
-from asyncds.pipeline import ClassProgress
+from rich.console import Console, RenderableType
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, Task, TaskID, TextColumn
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from asyncds.pipeline import ClassProgress
 
 log = logging.getLogger("asyncds.progress")
+
+# What a job reports, in order (``ProgressDisplay.phase``); "archiving" and "exporting" come
+# from the assembly step through ``ProgressDisplay.report_phase``.
+PHASES = ("searching", "downloading", "dedup", "assembling", "archiving", "exporting", "done")
+
+_console: Console | None = None
+
+
+def stderr_console() -> Console:
+    """The console on the current ``sys.stderr``, shared by the live display and the log
+    handler (a new one only when ``sys.stderr`` itself was replaced, as tests do)."""
+    global _console
+    stream = getattr(sys.stderr, "rich_proxied_file", sys.stderr)  # a live display's proxy
+    if _console is None or _console.file is not stream:
+        _console = Console(file=stream)
+    return _console
+
+
+def is_live_terminal(console: Console) -> bool:
+    """Whether ``console`` can redraw in place (a terminal that is not ``TERM=dumb``)."""
+    return console.is_terminal and not console.is_dumb_terminal
 
 
 def _eta(seconds: float) -> str:
@@ -23,8 +61,8 @@ def _eta(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
-def describe(p: ClassProgress, *, now: float, bar_width: int = 0) -> str:
-    """One line for one class: good/target, failures, rate, ETA (and a bar when asked)."""
+def describe(p: ClassProgress, *, now: float) -> str:
+    """One line for one class: good/target, failures, rate, ETA (the off-terminal line)."""
     elapsed = max(now - p.started, 1e-6)
     rate = p.good_this_run / elapsed
     if p.good >= p.target:
@@ -33,68 +71,215 @@ def describe(p: ClassProgress, *, now: float, bar_width: int = 0) -> str:
         state = "short: the search has no more"
     else:
         state = f"ETA {_eta((p.target - p.good) / rate if rate else float('inf'))}"
-    bar = ""
-    if bar_width:
-        filled = int(bar_width * min(1.0, p.good / p.target)) if p.target else bar_width
-        bar = "[" + "#" * filled + "." * (bar_width - filled) + "] "
-    return (
-        f"{p.label:>12} {bar}{p.good}/{p.target} good, {p.failed} dropped, "
-        f"{rate:.1f} img/s, {state}"
-    )
+    return f"{p.label} {p.good}/{p.target} good, {p.failed} dropped, {rate:.1f} img/s, {state}"
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # a thread without a loop
+        return None
+
+
+class _Bars(Progress):
+    """rich's ``Progress`` with a header line: the phase and the time since the start."""
+
+    def __init__(self, display: ProgressDisplay, console: Console) -> None:
+        self.display = display  # before rich's constructor: it renders once
+        super().__init__(
+            # Three columns, the numbers in one padded text: rich measures and renders each
+            # cell, and a redraw (CPU time, median) took 4.6 ms for 3 classes and 19 ms for 20
+            # with a column per number, 1.7 ms and 9 ms so.
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=30),
+            TextColumn("{task.fields[info]}", markup=False),
+            console=console,
+            auto_refresh=False,  # ProgressDisplay's asyncio task redraws; no thread
+            transient=False,  # the final bars stay on screen
+            redirect_stdout=False,  # stdout may go elsewhere; stray stderr lines go above
+        )
+
+    def get_renderables(self) -> Iterator[RenderableType]:
+        elapsed = _eta(time.monotonic() - self.display.started).replace("--:--", "00:00")
+        yield Text.assemble(
+            "phase: ", (self.display.phase or "starting", "bold"), f"  elapsed {elapsed}"
+        )
+        yield self.make_tasks_table(self.tasks)
 
 
 class ProgressDisplay:
-    """Redraws a block of lines on a TTY; logs a summary line every ``interval_s`` otherwise."""
+    """Bars on a terminal, a log line every ``interval_s`` otherwise; nothing when ``quiet``.
+
+    Use as a context manager inside the event loop; the job sets :attr:`phase`.
+    """
 
     def __init__(
         self,
         progress: Mapping[str, ClassProgress],
         *,
-        stream: TextIO | None = None,
+        console: Console | None = None,
         quiet: bool = False,
         interval_s: float = 15.0,
+        refresh_s: float = 0.5,
     ) -> None:
         self.progress = progress
-        self.stream = stream or sys.stderr  # looked up now: tests and tools swap sys.stderr
+        self.console = console or stderr_console()  # looked up now: tests swap sys.stderr
         self.quiet = quiet
-        self.tty = self.stream.isatty() and not quiet
-        self.interval_s = 0.5 if self.tty else interval_s
-        self._drawn = 0
+        self.interval_s = interval_s
+        self.refresh_s = refresh_s
+        self.started = time.monotonic()
+        self._last_line = self.started
+        self._phase = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
+        self._bars: _Bars | None = None
+        self._rows: dict[str, Task] = {}
+        if not quiet and is_live_terminal(self.console):
+            self._bars = _Bars(self, self.console)
+            for label in progress:
+                self._rows[label] = self._add_row(escape(label))
+            self._total = self._add_row("[bold]total")
+
+    @property
+    def live(self) -> bool:
+        """Whether the bars are drawn (on a terminal, not quiet)."""
+        return self._bars is not None
+
+    def _add_row(self, description: str) -> Task:
+        assert self._bars is not None
+        task_id: TaskID = self._bars.add_task(description, total=None, info="")
+        return next(task for task in self._bars.tasks if task.id == task_id)
+
+    # -- the phase -------------------------------------------------------------------------
+
+    @property
+    def phase(self) -> str:
+        return self._phase
+
+    @phase.setter
+    def phase(self, name: str) -> None:
+        if name == self._phase:
+            return
+        self._phase = name
+        if self.quiet:
+            return
+        if self._bars is not None:
+            log.debug("phase: %s", name)  # the live area shows it; the file log keeps it
+            self._redraw()
+        else:
+            log.info("phase: %s", name)
+
+    def report_phase(self, name: str) -> None:
+        """Set the phase from any thread: the hook for work that runs off the event loop
+        (the assembly step reports "archiving", an export step "exporting")."""
+        loop = self._loop
+        if loop is None or loop.is_closed() or _running_loop() is loop:
+            self.phase = name
+        else:
+            loop.call_soon_threadsafe(setattr, self, "phase", name)
+
+    # -- the context -----------------------------------------------------------------------
 
     def __enter__(self) -> ProgressDisplay:
-        if not self.quiet:
-            self._task = asyncio.get_running_loop().create_task(self._loop())
+        if self.quiet:
+            return self
+        self._loop = asyncio.get_running_loop()
+        if self._bars is not None:
+            self._copy_counters()
+            self._bars.start()
+        self._task = self._loop.create_task(self._tick())
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._task is not None:
             self._task.cancel()
-        if not self.quiet:
-            self.render(final=True)
+            self._task = None
+        if self._bars is not None:
+            self._copy_counters()
+            self._bars.stop()  # draws the final bars once more and leaves them
 
-    async def _loop(self) -> None:
+    async def _tick(self) -> None:
         while True:
-            await asyncio.sleep(self.interval_s)
-            self.render()
+            await asyncio.sleep(self.refresh_s)
+            self.refresh()
 
-    def render(self, *, final: bool = False) -> None:
+    def refresh(self) -> None:
+        """One tick: redraw the bars, or log the progress line when it is due."""
+        if self._phase == "searching" and any(p.candidates for p in self.progress.values()):
+            self.phase = "downloading"  # redraws too
+        if self._bars is not None:
+            self._redraw()
+            return
         now = time.monotonic()
-        if self.tty:
-            width = shutil.get_terminal_size((100, 20)).columns
-            lines = [
-                describe(p, now=now, bar_width=20)[: width - 1] for p in self.progress.values()
-            ]
-            up = f"\x1b[{self._drawn}F" if self._drawn else ""
-            self.stream.write(up + "".join(f"\x1b[2K{line}\n" for line in lines))
-            self.stream.flush()
-            self._drawn = len(lines)
-        elif not final:
-            good = sum(p.good for p in self.progress.values())
-            target = sum(p.target for p in self.progress.values())
-            log.info(
-                "progress: %d/%d good images; %s",
-                good,
-                target,
-                "; ".join(describe(p, now=now).strip() for p in self.progress.values()),
-            )
+        if not self.quiet and now - self._last_line >= self.interval_s:
+            self._last_line = now
+            self.log_line(now)
+
+    def log_line(self, now: float) -> None:
+        good = sum(p.good for p in self.progress.values())
+        target = sum(p.target for p in self.progress.values())
+        log.info(
+            "progress: %d/%d good images; %s",
+            good,
+            target,
+            "; ".join(describe(p, now=now) for p in self.progress.values()),
+        )
+
+    # -- the bars --------------------------------------------------------------------------
+
+    def _redraw(self) -> None:
+        if self._bars is not None and self._bars.live.is_started:
+            self._copy_counters()
+            self._bars.refresh()
+
+    def _copy_counters(self) -> None:
+        """The counters into the bars: a few assignments and one short string per class."""
+        bars = self._bars
+        assert bars is not None
+        now = time.monotonic()
+        classes = self.progress.values()
+        width = len(str(sum(p.target for p in classes)))  # the rows' numbers line up
+        left = short = 0
+        for label, p in self.progress.items():
+            row = self._rows[label]
+            self._count(bars, row, p.good, p.target, p.good_this_run / max(now - p.started, 1e-6))
+            if p.good >= p.target:
+                state = "done"
+            elif p.short:
+                state = "short: the search has no more"
+                short += 1
+            else:
+                state = self._eta_of(row, p.target - p.good)
+                left += p.target - p.good
+            row.fields["info"] = self._info(row, p.failed, state, width)
+        total = self._total
+        good = sum(p.good for p in classes)
+        average = sum(p.good_this_run for p in classes) / max(now - self.started, 1e-6)
+        self._count(bars, total, good, sum(p.target for p in classes), average)
+        state = f"done, {short} short" if short else "done"
+        if left:  # what the short classes will never get is not waited for
+            state = self._eta_of(total, left)
+        total.fields["info"] = self._info(total, sum(p.failed for p in classes), state, width)
+
+    @staticmethod
+    def _count(bars: _Bars, row: Task, good: int, target: int, average: float) -> None:
+        """One row's bar. Its rate is rich's over the last 30 s; once the row is complete,
+        ``average``, the images/s of the whole run."""
+        if row.finished_time is not None and good < target:  # dedup took some back
+            row.finished_time = row.finished_speed = None
+        was_finished = row.finished_time is not None
+        bars.update(row.id, completed=good, total=target)
+        if row.finished_time is not None and not was_finished:
+            row.finished_speed = average
+
+    @staticmethod
+    def _info(row: Task, failed: int, state: str, width: int) -> str:
+        speed = row.finished_speed or row.speed
+        counts = f"{row.completed:.0f}/{row.total or 0:.0f}"
+        rate = f"{speed:7.1f}" if speed else "      –"
+        return f"{counts:>{2 * width + 1}} good {failed:>{width}} dropped {rate} img/s  {state}"
+
+    @staticmethod
+    def _eta_of(row: Task, left: int) -> str:
+        speed = row.speed
+        return f"ETA {_eta(left / speed if speed else float('inf'))}"
