@@ -304,11 +304,12 @@ async def _download_and_assemble(
             log.info("%s is complete; nothing to do", out_dir)
         else:
             display.phase = "assembling"
-            # The assembly's writers report "archiving" (and an export step "exporting")
-            # through display.report_phase, which may be called from their thread.
             with phases.timed("assembly"):
                 stats = RunStats(wall_time_s=wall, api_calls=api_calls, images_fetched=fetched)
-                report = await assemble_outputs(state, config, out_dir, stats)
+                # Writers report "archiving" and "exporting" from the assembly's thread.
+                report = await assemble_outputs(
+                    state, config, out_dir, stats, on_phase=display.report_phase
+                )
             phases.seconds["of which the archive"] = report.archive_s
             await state.set_meta("assembled", fingerprint)
         display.phase = "done"

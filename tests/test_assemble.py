@@ -687,3 +687,10 @@ async def test_a_writer_that_fails_leaves_no_partial_file(assembled):
     assert not [p for p in out.iterdir() if p.name.startswith(TEMP_MARKER)]
     assert not (out / "broken.txt").exists()
     assert {n: (out / n).read_bytes() for n in before} == before
+
+
+async def test_each_writers_phase_is_reported_as_its_finish_begins(assembled):
+    out, _, rows = assembled
+    heard: list[str] = []
+    write_outputs(rows, make_config(out), out, STATS, on_phase=heard.append)
+    assert heard == ["assembling", "archiving"]

@@ -71,19 +71,21 @@ def write_outputs(
     *,
     exhausted: Mapping[str, bool] | None = None,
     writers: Sequence[Callable[[], Writer]] = WRITERS,
+    on_phase: Callable[[str], None] | None = None,
 ) -> AssemblyReport:
     """Write every artifact from the state's rows (blocking; run it in a thread).
 
     ``rows`` is read twice: all rows by class and rank (counts, missing files, selection), then
     the dataset's rows by path (the writers' ordered pass). ``exhausted`` says per class whether
     its search ran dry (for the short-class warning). ``writers`` defaults to every artifact.
+    ``on_phase`` hears each writer's ``phase`` (archiving, exporting) as its finish begins.
     """
     with DatasetIndex([spec.name for spec in config.classes]) as dataset:
         ctx = _prepare(rows, config, out_dir, stats, dataset, exhausted or {})
         made = [make() for make in writers]
         # Every writer's leftovers go, also those of a writer this config does not want.
         _clean_stale_temps(out_dir, (name for w in made for name in w.files))
-        timings = _run_writers(rows, ctx, [w for w in made if w.wanted(ctx)])
+        timings = _run_writers(rows, ctx, [w for w in made if w.wanted(ctx)], on_phase)
     for warning in ctx.warnings:
         log.warning("%s", warning)
     return AssemblyReport(
@@ -120,7 +122,12 @@ def _prepare(
     )
 
 
-def _run_writers(rows: Rows, ctx: AssemblyContext, writers: Sequence[Writer]) -> dict[str, float]:
+def _run_writers(
+    rows: Rows,
+    ctx: AssemblyContext,
+    writers: Sequence[Writer],
+    on_phase: Callable[[str], None] | None = None,
+) -> dict[str, float]:
     """start → the ordered pass (only for writers that take rows) → finish, in order; seconds
     per writer (its finish, plus its share of the pass for those that take rows)."""
     timings = dict.fromkeys((w.name for w in writers), 0.0)
@@ -135,7 +142,11 @@ def _run_writers(rows: Rows, ctx: AssemblyContext, writers: Sequence[Writer]) ->
                     started = clock()
                     writer.add(batch)
                     timings[writer.name] += clock() - started
+        phase = ""
         for writer in writers:
+            if on_phase is not None and writer.phase != phase:
+                phase = writer.phase
+                on_phase(phase)
             started = time.perf_counter()
             paths = writer.finish(ctx)
             timings[writer.name] += time.perf_counter() - started
@@ -152,7 +163,12 @@ def _clean_stale_temps(out_dir: Path, names: Iterable[str]) -> None:
 
 
 async def assemble_outputs(
-    state: StateStore, config: Config, out_dir: Path, stats: RunStats
+    state: StateStore,
+    config: Config,
+    out_dir: Path,
+    stats: RunStats,
+    *,
+    on_phase: Callable[[str], None] | None = None,
 ) -> AssemblyReport:
     """Write every artifact from the state (the blocking work, streaming reads included, runs
     in a thread)."""
@@ -161,7 +177,13 @@ async def assemble_outputs(
         spec.name: (await state.search_state(spec.name)).exhausted for spec in config.classes
     }
     report = await asyncio.to_thread(
-        write_outputs, state.stream(), config, out_dir, stats, exhausted=exhausted
+        write_outputs,
+        state.stream(),
+        config,
+        out_dir,
+        stats,
+        exhausted=exhausted,
+        on_phase=on_phase,
     )
     log.info(
         "dataset: %d images in %d classes written to %s",

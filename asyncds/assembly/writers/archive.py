@@ -29,6 +29,7 @@ _ARCHIVE_CHUNK = 1 << 18  # a file larger than this (metadata.jsonl) is copied i
 class ArchiveWriter(Writer):
     name = "archive"
     files = (ARCHIVE_FILE,)
+    phase = "archiving"
 
     def finish(self, ctx: AssemblyContext) -> list[Path]:
         target = ctx.out_dir / ARCHIVE_FILE

@@ -34,6 +34,7 @@ class Writer:
     files: ClassVar[tuple[str, ...]] = ()  # names it may write at the folder's root
     archived: ClassVar[bool] = False  # its files go into dataset.tgz
     per_row: ClassVar[bool] = False  # it is fed the ordered pass (``add``)
+    phase: ClassVar[str] = "assembling"  # what the progress display says during its finish
 
     def wanted(self, ctx: AssemblyContext) -> bool:
         return True
