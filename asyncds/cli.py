@@ -31,7 +31,7 @@ from asyncds.files import (
     prune_folders,
     unconfigured_folders,
 )
-from asyncds.flickr import FlickrAuthError, FlickrError, redact
+from asyncds.flickr import FlickrAuthError, FlickrError, FlickrUnreachableError, redact
 from asyncds.state import STATE_FILE, StateError, damaged_state_message
 
 log = logging.getLogger("asyncds")
@@ -355,6 +355,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, FlickrAuthError):
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_FAILED if os.environ.get("API_KEY") or args.emulator else EXIT_USAGE
+        if isinstance(exc, FlickrUnreachableError):
+            override = "" if args.emulator else os.environ.get("FLICKR_API_URL")
+            where = f" or FLICKR_API_URL (set to {override})" if override else ""
+            print(f"error: {redact(str(exc))}{where}", file=sys.stderr)
+            return EXIT_FAILED
         if isinstance(exc, FlickrError | OutputLocked | OutputDirError | StateError):
             print(f"error: {redact(str(exc))}", file=sys.stderr)
             return EXIT_FAILED

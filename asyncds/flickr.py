@@ -30,6 +30,7 @@ from urllib.parse import quote
 
 import aiohttp
 from aiolimiter import AsyncLimiter
+from yarl import URL
 
 from asyncds.config import ClassSpec, FlickrSettings
 from asyncds.retry import RetryPolicy, TransientError, parse_retry_after, retrying
@@ -43,6 +44,11 @@ EXTRAS = "license,owner_name,date_upload,tags,url_s,url_n,url_m,url_z,url_c,url_
 AUTH_HELP = (
     "set API_KEY (export API_KEY=...) — get a key at https://www.flickr.com/services/apps/create/"
     " — or try --emulator"
+)
+# The key is set but Flickr refused it: a typo, the secret in its place, or a revoked app.
+REJECTED_KEY_HELP = (
+    "Flickr rejected the key in API_KEY: check that it holds the app's key (not its secret) as "
+    "listed at https://www.flickr.com/services/apps/by/me — or try --emulator"
 )
 
 # stat=fail codes worth another try: 10/105 "not currently available", 201 (also seen as 0)
@@ -132,14 +138,27 @@ class FlickrUnavailableError(FlickrError):
     """Transient faults persisted through every retry; ``code`` is the last API code, if any."""
 
 
+class FlickrUnreachableError(FlickrUnavailableError):
+    """No connection to the API's host could be made (refused, DNS, connect timeout)."""
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class _TransientFlickrError(TransientError):
     """A retryable fault, remembering the API code (if any) for the final error."""
 
     def __init__(
-        self, message: str, *, code: int = NOT_A_FLICKR_CODE, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        code: int = NOT_A_FLICKR_CODE,
+        retry_after: float | None = None,
+        unreachable: str = "",
     ) -> None:
         super().__init__(message, retry_after=retry_after)
         self.code = code
+        self.unreachable = unreachable  # "host:port" when no connection could be made
 
 
 # -- records --------------------------------------------------------------------------------
@@ -293,6 +312,17 @@ def candidate_from_photo(photo: Mapping[str, Any], label: str, max_side: int) ->
 # -- the client -----------------------------------------------------------------------------
 
 
+def _no_connection(exc: aiohttp.ClientError) -> str:
+    """Why a connection failed, without aiohttp's text (it may quote the URL and its key)."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "the host name does not resolve"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return "connection refused"
+        return exc.os_error.strerror or type(exc.os_error).__name__
+    return "connect timed out"
+
+
 def limiter_parameters(calls_per_hour: float) -> tuple[int, float]:
     """``(burst, rate per second)`` for a leaky bucket that honours ``calls_per_hour``.
 
@@ -333,6 +363,10 @@ class FlickrClient:
     ) -> None:
         self._session = session
         self._api_url = api_url
+        try:
+            self._api_authority = URL(api_url).authority or api_url
+        except (ValueError, TypeError):
+            self._api_authority = api_url
         self._api_key = api_key or ""
         self._retry = retry
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -376,8 +410,15 @@ class FlickrClient:
         try:
             return await retrying(self._retry)(self._attempt, method, query)
         except _TransientFlickrError as exc:
+            attempts = self._retry.retries + 1
+            if exc.unreachable:
+                raise FlickrUnreachableError(
+                    exc.code,
+                    f"the Flickr API at {exc.unreachable} cannot be reached ({exc}; gave up after "
+                    f"{attempts} attempts): check the network connection",
+                ) from None
             raise FlickrUnavailableError(
-                exc.code, f"{method}: gave up after {self._retry.retries + 1} attempts: {exc}"
+                exc.code, f"{method}: gave up after {attempts} attempts: {exc}"
             ) from exc
 
     async def search(self, params: Mapping[str, Any], page: int) -> SearchPage:
@@ -398,6 +439,10 @@ class FlickrClient:
                 if status != 200:  # the body of an error answer is never used: leave it unread
                     raise self._status_error(method, status, reason, retry_after)
                 body = await self._read_capped(method, resp)
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise _TransientFlickrError(
+                _no_connection(exc), unreachable=self._api_authority
+            ) from None
         except TimeoutError:
             raise _TransientFlickrError(f"{method}: timed out") from None
         except aiohttp.InvalidURL:
@@ -477,7 +522,7 @@ class FlickrClient:
         code = NOT_A_FLICKR_CODE if code is None else code
         message = self.redact(f"{method}: {_as_text(data.get('message')) or 'failed'}")
         if code == AUTH_CODE:
-            raise FlickrAuthError(code, f"{message} — {AUTH_HELP}")
+            raise FlickrAuthError(code, f"{message} — {REJECTED_KEY_HELP}")
         if code in TRANSIENT_CODES:
             raise _TransientFlickrError(f"{message} (code {code})", code=code)
         raise FlickrError(code, message)
@@ -775,6 +820,7 @@ __all__ = [
     "FlickrClient",
     "FlickrError",
     "FlickrUnavailableError",
+    "FlickrUnreachableError",
     "PageResult",
     "SearchCursor",
     "SearchPage",

@@ -135,3 +135,32 @@ def test_searches_ask_for_photos_unless_media_says_otherwise(tmp_path: Path, mon
         assert default == photos and not any(is_video_id(i) for i in default)
         assert found("all") == photos | videos
         assert found("videos") == videos
+
+
+def test_an_unreachable_api_host_is_named_with_flickr_api_url(tmp_path: Path, capsys, monkeypatch):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free once closed: nothing listens there
+    monkeypatch.setenv("API_KEY", "some-key")
+    monkeypatch.setenv("FLICKR_API_URL", f"http://127.0.0.1:{port}/services/rest/")
+    config = write_config(tmp_path / "c.yaml", {"cat": 10}, flickr={"retries": 1})
+    assert main([str(config), "--output-dir", str(tmp_path / "o"), "-q"]) == EXIT_FAILED
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert f"the Flickr API at 127.0.0.1:{port} cannot be reached (connection refused" in lines[0]
+    assert "FLICKR_API_URL (set to" in lines[0] and "some-key" not in lines[0]
+    assert "Flickr error -1" not in lines[0] and "ClientConnectorError" not in lines[0]
+
+
+def test_a_rejected_key_says_it_was_rejected_not_unset(
+    tmp_path: Path, capsys, monkeypatch, emulator
+):
+    monkeypatch.setenv("API_KEY", "not-the-emulators-key")
+    monkeypatch.setenv("FLICKR_API_URL", emulator.api_url)
+    config = write_config(tmp_path / "c.yaml", {"cat": 10})
+    assert main([str(config), "--output-dir", str(tmp_path / "o"), "-q"]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "rejected the key in API_KEY" in err and "not its secret" in err
+    assert "set API_KEY" not in err

@@ -523,8 +523,8 @@ async def test_invalid_key_is_not_retried_and_says_how_to_fix(session, mocked):
     assert info.value.code == 100
     text = str(info.value)
     assert "Invalid API Key" in text
-    assert "export API_KEY=..." in text
-    assert "https://www.flickr.com/services/apps/create/" in text
+    assert "rejected the key in API_KEY" in text  # it is set: saying "set API_KEY" misleads
+    assert "https://www.flickr.com/services/apps/by/me" in text
     assert "--emulator" in text
 
 
