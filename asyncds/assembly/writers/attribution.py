@@ -169,6 +169,7 @@ class AttributionWriter(Writer):
             shutil.copyfileobj(group, out.file)
             group.close()
         path = out.commit()
+        log.debug("%s: %s under %d licenses", ATTRIBUTION_FILE, images(total), len(per_group))
         ctx.summary_fields["licenses"] = license_summary(self._counts, ctx)
         reserved = sum(n for (_, lid), n in self._counts.items() if lid == ALL_RIGHTS_RESERVED)
         if reserved:
