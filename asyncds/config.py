@@ -38,6 +38,15 @@ FLICKR_SORTS = (
 FLICKR_MEDIA = ("photos", "videos", "all")
 MAX_TAGS_ALL = 20  # Flickr's limit on tags combined with tag_mode=all
 MAX_LICENSE_ID = 16  # license ids are 0..16 since Flickr's 2025 renumbering
+# flickr.license presets: named sets of Flickr license ids (names in flickr.LICENSES).
+LICENSE_PRESETS: dict[str, tuple[int, ...]] = {
+    "any": (),  # no filter: All Rights Reserved photos too
+    # CC BY and BY-SA 2.0/4.0, No known copyright restrictions, US Government Work, CC0, PDM:
+    # reusable, commercially too, with at most attribution and share-alike.
+    "open": (4, 5, 7, 8, 9, 10, 11, 12),
+    "cc-by": (4, 11),
+    "public-domain": (7, 8, 9, 10),
+}
 MAX_INT = 2**63 - 1
 MAX_NAME_CHARS = 100
 MAX_NAME_BYTES = 255  # ext4/APFS/NTFS limit on one path component
@@ -59,6 +68,7 @@ OUTPUT_FILE_NAMES = frozenset(
         "metadata.jsonl",
         "summary.txt",
         "summary.json",
+        "ATTRIBUTION.md",
         "asyncds.log",
         "asyncds-state.sqlite",
     }
@@ -590,7 +600,8 @@ def _class_name(check: _Checker, value: object, path: str) -> str:
         )
     if name.split(".", 1)[0].lower() in WINDOWS_RESERVED_NAMES:
         check.fail(path, f"{name!r} is a reserved device name on Windows", valid)
-    if name.lower() in OUTPUT_FILE_NAMES:
+    # Case-insensitively: a class "attribution.md" clashes with ATTRIBUTION.md on macOS/Windows.
+    if name.lower() in {n.lower() for n in OUTPUT_FILE_NAMES}:
         check.fail(path, f"{name!r} is the name of an output file asyncds writes", valid)
     return name
 
@@ -757,18 +768,40 @@ def _url(check: _Checker, value: object, path: str) -> str:
 
 
 def _licenses(check: _Checker, value: object) -> tuple[int, ...]:
+    """A preset name (``open``), one id, or a list of ids: the ids to search for, () for any."""
     path = "flickr.license"
+    presets = ", ".join(LICENSE_PRESETS)
+    valid = "e.g. license: open, or license: [4, 5, 9, 10]; [] or any = any license"
     if value is None:
         return ()
+    if isinstance(value, str):
+        name = value.strip().lower()
+        if name not in LICENSE_PRESETS:
+            close = difflib.get_close_matches(name, list(LICENSE_PRESETS), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            check.fail(
+                path,
+                f"must be a preset ({presets}) or a list of license ids 0..{MAX_LICENSE_ID};"
+                f" got {_show(value)}",
+                hint + valid,
+            )
+        return LICENSE_PRESETS[name]
     items = [value] if isinstance(value, int) and not isinstance(value, bool) else value
     if not isinstance(items, list):
         check.fail(
             path,
-            f"must be a list of license ids 0..{MAX_LICENSE_ID}; got {_show(value)}",
-            "e.g. license: [4, 5, 9, 10], or [] for any license",
+            f"must be a preset ({presets}) or a list of license ids 0..{MAX_LICENSE_ID};"
+            f" got {_show(value)}",
+            valid,
         )
     ids: list[int] = []
     for index, item in enumerate(items):
+        if isinstance(item, str) and item.strip().lower() in LICENSE_PRESETS:
+            check.fail(
+                f"{path}[{index}]",
+                f"must be a license id 0..{MAX_LICENSE_ID}; got {_show(item)}",
+                f"a preset stands alone: license: {item.strip().lower()}",
+            )
         license_id = check.integer(item, f"{path}[{index}]", 0, MAX_LICENSE_ID)
         if license_id not in ids:
             ids.append(license_id)

@@ -35,6 +35,7 @@ from asyncds.state import CandidateRow, Outcome, StateStore, Status
 from tests import factories
 
 ARTIFACTS = {
+    "ATTRIBUTION.md",
     "train_test_split.json",
     "metadata.jsonl",
     "summary.txt",

@@ -2,9 +2,10 @@
 
 The digests were taken with the code before assembly became writers (``asyncds/assemble.py`` at
 7f86dcb) and must not change unless an output format changes on purpose (then bump
-``ASSEMBLY_VERSION`` and take them again). Images are fixed byte strings, not encoder output,
-so the digests do not depend on the JPEG library. ``summary.json`` is left out: it lists every
-drop reason, so a new status changes it by design (``test_assemble`` checks its content).
+``ASSEMBLY_VERSION`` and take them again, saying so). Images are fixed byte strings, not
+encoder output, so the digests do not depend on the JPEG library. ``summary.json`` is left
+out: it lists every drop reason, so a new status changes it by design (``test_assemble`` checks
+its content).
 """
 
 from __future__ import annotations
@@ -59,9 +60,13 @@ GOLDEN = {
     ),
     "urls_data.json": "59228153173087dc7ad845e959c81efa7383266af58fb8726eec667c3399aa8e",
     "metadata.jsonl": "df0ecc611db0aa08a35bbb1cf745a8a7a4f5ac683fc1dc1932f28511135f26ff",
-    "summary.txt": "65b472eb8e3bd120a7e0403d0dbb789a3cdd5822bd38e5ba5a8f618357cd4f3d",
+    # Was 65b472eb… until summary.txt gained its "images by license" block (ASSEMBLY_VERSION
+    # 3); without that block the text is still exactly 7f86dcb's.
+    "summary.txt": "45436042d83cd92a2f6aca163079554a768c3ff261f0fac3ce8afe7966c5fb93",
+    "ATTRIBUTION.md": "89c872fd08306b1a564305accbcc5c85cee39f53263a800a7e0ae3a0cf1540f9",
 }
 ARCHIVE_MEMBERS = [
+    "ATTRIBUTION.md",
     "cat",
     "cat/10.jpg",
     "cat/1001.jpg",

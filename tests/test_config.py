@@ -9,6 +9,7 @@ import yaml
 
 from asyncds.config import (
     DEFAULT_API_URL,
+    LICENSE_PRESETS,
     ClassSpec,
     Config,
     ConfigError,
@@ -231,6 +232,29 @@ def test_absolute_test_size_zero_means_no_test_set() -> None:
 
 def test_license_may_be_a_single_id() -> None:
     assert parse(BASE + "flickr: {license: 4}").flickr.license == (4,)
+
+
+@pytest.mark.parametrize(
+    ("value", "ids"),
+    [
+        ("any", ()),
+        ("open", (4, 5, 7, 8, 9, 10, 11, 12)),
+        ("cc-by", (4, 11)),
+        ("public-domain", (7, 8, 9, 10)),
+        ("' Open '", (4, 5, 7, 8, 9, 10, 11, 12)),  # case and spaces, like the other choices
+    ],
+)
+def test_license_presets_are_their_id_lists(value: str, ids: tuple[int, ...]) -> None:
+    assert parse(BASE + f"flickr: {{license: {value}}}").flickr.license == ids
+
+
+def test_license_presets_name_only_known_ids() -> None:
+    from asyncds.flickr import LICENSES
+
+    assert LICENSE_PRESETS["any"] == () == FlickrSettings().license  # the default: no filter
+    for name, ids in LICENSE_PRESETS.items():
+        assert set(ids) <= set(LICENSES), name
+        assert 0 not in ids, f"{name} must leave out All Rights Reserved"
 
 
 def test_output_dir_relative_stays_relative_and_tilde_expands() -> None:
@@ -542,6 +566,12 @@ ERROR_CASES = [
         id="name-output-file",
     ),
     pytest.param(
+        klass("name: attribution.md, count: 900"),
+        "classes[0].name",
+        "output file",
+        id="name-output-file-any-case",
+    ),
+    pytest.param(
         klass("name: '-cat', count: 900"),
         "classes[0].tags",
         "cannot double as a tag",
@@ -768,6 +798,25 @@ ERROR_CASES = [
         "flickr.license",
         "list of license ids",
         id="license-mapping",
+    ),
+    pytest.param(
+        extra("flickr: {license: opne}"),
+        "flickr.license",
+        "must be a preset (any, open, cc-by, public-domain) or a list of license ids 0..16; "
+        "got 'opne'; did you mean 'open'?",
+        id="license-preset-typo",
+    ),
+    pytest.param(
+        extra("flickr: {license: true}"),
+        "flickr.license",
+        "got true",
+        id="license-bool",
+    ),
+    pytest.param(
+        extra("flickr: {license: [4, open]}"),
+        "flickr.license[1]",
+        "a preset stands alone: license: open",
+        id="license-preset-in-a-list",
     ),
     pytest.param(
         extra("flickr: {sort: newest}"),

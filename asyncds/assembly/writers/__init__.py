@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from asyncds.assembly.writers.archive import ArchiveWriter
+from asyncds.assembly.writers.attribution import AttributionWriter
 from asyncds.assembly.writers.base import Writer
 from asyncds.assembly.writers.metadata import MetadataWriter
 from asyncds.assembly.writers.split import SplitWriter
@@ -22,6 +23,7 @@ WRITERS: tuple[Callable[[], Writer], ...] = (
     SplitWriter,
     UrlsWriter,
     MetadataWriter,
+    AttributionWriter,  # before the summary: it adds the counts per license
     SummaryWriter,  # stays next to last
     ArchiveWriter,  # stays last
 )

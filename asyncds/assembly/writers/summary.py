@@ -102,6 +102,17 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return lines
 
 
+def _license_lines(licenses: Mapping[str, Any]) -> list[str]:
+    """The dataset's images per license (by id), each with its classes that have some."""
+    rows = [[name, entry["id"], entry["images"]] for name, entry in licenses.items()]
+    table = _table(("license", "id", "images"), rows)
+    lines = ["images by license:", f"  {table[0]}"]
+    for line, entry in zip(table[1:], licenses.values(), strict=True):
+        by_class = ", ".join(f"{label} {n}" for label, n in entry["classes"].items() if n)
+        lines.append(f"  {line}  ({by_class})")
+    return lines
+
+
 def render_summary(summary: Mapping[str, Any]) -> str:
     """``summary.txt``: the same facts as ``summary.json``, for people."""
     columns = ("requested", "candidates", "good", "train", "test", "dropped_total", "pending")
@@ -126,6 +137,8 @@ def render_summary(summary: Mapping[str, Any]) -> str:
     if leftovers:
         lines += ["surplus:", *leftovers]
     lines.append("")
+    if summary.get("licenses"):  # from the attribution writer
+        lines += [*_license_lines(summary["licenses"]), ""]
 
     split = summary["split"]
     lines.append(f"split: {split['description']} -> {split['train']} train, {split['test']} test")
