@@ -25,6 +25,7 @@ from pathlib import Path
 import aiohttp
 
 from asyncds.assembly import ASSEMBLY_VERSION, RunStats, assemble_outputs
+from asyncds.assembly.exports import check_libraries, export_writers, exports_present
 from asyncds.config import OUTPUT_FILE_NAMES, Config
 from asyncds.dedup import apply_dedup
 from asyncds.files import OutputLock, remove_temp_files, write_atomic
@@ -126,7 +127,9 @@ def fresh_targets(config: Config, out_dir: Path) -> list[Path]:
     """What ``--fresh`` deletes: the state, the artifacts and the configured class folders."""
     names = [*sorted(OUTPUT_FILE_NAMES), f"{STATE_FILE}-wal", f"{STATE_FILE}-shm"]
     names += [spec.name for spec in config.classes]
-    return [out_dir / name for name in names if (out_dir / name).exists()]
+    targets = [out_dir / name for name in names if (out_dir / name).exists()]
+    shards = {p for w in export_writers() for pattern in w.files for p in out_dir.glob(pattern)}
+    return targets + sorted(shards - set(targets))
 
 
 def delete_fresh(targets: list[Path]) -> None:
@@ -151,9 +154,13 @@ def _fingerprint(config: Config) -> str:
     return hashlib.sha256(repr(relevant).encode()).hexdigest()
 
 
-def _artifacts_exist(out_dir: Path) -> bool:
+def _artifacts_exist(out_dir: Path, config: Config) -> bool:
     required = ("train_test_split.json", "dataset.tgz", "urls_data.json", "summary.txt")
-    return all((out_dir / name).is_file() for name in required)
+    # Exports are not in the fingerprint: one newly asked for on a finished folder is missing
+    # here, which re-assembles; one no longer asked for stays until the dataset changes.
+    return all((out_dir / name).is_file() for name in required) and exports_present(
+        out_dir, config.export
+    )
 
 
 async def search_only(config: Config, *, api_key: str, out_dir: Path) -> JobResult:
@@ -202,6 +209,7 @@ async def create_dataset(
     ``reassemble`` rewrites the artifacts even when nothing changed (the folder did: --prune).
     """
     started = time.monotonic()
+    check_libraries(config.export)  # fail before downloading, not after
     with OutputLock(out_dir):
         removed = await asyncio.to_thread(
             remove_temp_files, [out_dir / spec.name for spec in config.classes]
@@ -321,7 +329,11 @@ async def _download_and_assemble(
     fetched = sum(p.good for p in progress.values()) - images_before
     fingerprint = _fingerprint(config)
     unchanged = rounds == 0 and not reassemble
-    if unchanged and await state.meta("assembled") == fingerprint and _artifacts_exist(out_dir):
+    if (
+        unchanged
+        and await state.meta("assembled") == fingerprint
+        and _artifacts_exist(out_dir, config)
+    ):
         # A rerun on a finished folder: nothing new, so no file is rewritten.
         log.info("%s is complete; nothing to do", out_dir)
     else:

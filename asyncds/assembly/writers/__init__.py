@@ -13,15 +13,19 @@ from collections.abc import Callable
 from asyncds.assembly.writers.archive import ArchiveWriter
 from asyncds.assembly.writers.base import Writer
 from asyncds.assembly.writers.metadata import MetadataWriter
+from asyncds.assembly.writers.parquet import ParquetWriter
 from asyncds.assembly.writers.split import SplitWriter
 from asyncds.assembly.writers.summary import SummaryWriter
 from asyncds.assembly.writers.urls import UrlsWriter
+from asyncds.assembly.writers.webdataset import WebDatasetWriter
 
 # A fresh writer per assembly: writers hold their open files between start and finish.
 WRITERS: tuple[Callable[[], Writer], ...] = (
     SplitWriter,
     UrlsWriter,
     MetadataWriter,
+    WebDatasetWriter,  # export: only when asked
+    ParquetWriter,  # export: only when asked
     SummaryWriter,  # stays next to last
     ArchiveWriter,  # stays last
 )
