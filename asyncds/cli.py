@@ -106,8 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--export",
         metavar="FORMATS",
-        help="after assembly also write webdataset and/or parquet shards (comma-separated; "
-        "overrides export in the config; needs pip install 'asyncds[export]')",
+        help="comma-separated, any of webdataset,parquet,urls: after assembly also write those "
+        "shards, or urls.parquet for img2dataset (urls works with --search-only too); overrides "
+        "export in the config; needs pip install 'asyncds[export]'",
     )
     parser.add_argument(
         "--prune",

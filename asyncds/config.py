@@ -35,7 +35,7 @@ FLICKR_SORTS = (
     "relevance",
 )
 # Optional exports written after assembly (``export:``, ``--export``); see docs/configuration.md.
-EXPORT_FORMATS = ("webdataset", "parquet")
+EXPORT_FORMATS = ("webdataset", "parquet", "urls")
 MAX_TAGS_ALL = 20  # Flickr's limit on tags combined with tag_mode=all
 MAX_LICENSE_ID = 16  # license ids are 0..16 since Flickr's 2025 renumbering
 MAX_INT = 2**63 - 1

@@ -26,10 +26,11 @@ import aiohttp
 
 from asyncds.assembly import ASSEMBLY_VERSION, RunStats, assemble_outputs
 from asyncds.assembly.exports import check_libraries, export_writers, exports_present
+from asyncds.assembly.writers.urls_parquet import URLS_PARQUET_FILE, url_record, write_urls_parquet
 from asyncds.config import OUTPUT_FILE_NAMES, Config
 from asyncds.dedup import apply_dedup
 from asyncds.files import OutputLock, remove_temp_files, write_atomic
-from asyncds.flickr import FlickrClient, collect_candidates
+from asyncds.flickr import Candidate, FlickrClient, collect_candidates
 from asyncds.imaging import HASH_VERSION, phash_to_hex
 from asyncds.pipeline import Pipeline, initial_progress
 from asyncds.pool import ImagePool
@@ -166,6 +167,7 @@ def _artifacts_exist(out_dir: Path, config: Config) -> bool:
 async def search_only(config: Config, *, api_key: str, out_dir: Path) -> JobResult:
     """Run only the search producers and write ``urls_data.json`` (``--search-only``)."""
     started = time.monotonic()
+    check_libraries(config.export)  # fail before searching, not after
     await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
     with OutputLock(out_dir):  # a running job owns urls_data.json: wait for it to finish
         return await _search_only(config, api_key=api_key, out_dir=out_dir, started=started)
@@ -173,6 +175,7 @@ async def search_only(config: Config, *, api_key: str, out_dir: Path) -> JobResu
 
 async def _search_only(config: Config, *, api_key: str, out_dir: Path, started: float) -> JobResult:
     urls: dict[str, list[str]] = {}
+    found_by_class: dict[str, list[Candidate]] = {}
     short: dict[str, tuple[int, int]] = {}
     async with flickr_client(config, api_key=api_key) as client:
 
@@ -182,6 +185,7 @@ async def _search_only(config: Config, *, api_key: str, out_dir: Path, started: 
                 client, spec, config.flickr, max_side=config.image.max_side, limit=spec.count
             )
             urls[spec.name] = [c.url for c in found]
+            found_by_class[spec.name] = found
             log.info("%s: %d of %d candidates", spec.name, len(found), spec.count)
             if len(found) < spec.count:
                 short[spec.name] = (len(found), spec.count)
@@ -193,6 +197,20 @@ async def _search_only(config: Config, *, api_key: str, out_dir: Path, started: 
     ordered = {spec.name: urls[spec.name] for spec in config.classes}
     data = json.dumps(ordered, indent=1).encode()
     await asyncio.to_thread(write_atomic, out_dir / "urls_data.json", data)
+    if "urls" in config.export:  # the hand-off to img2dataset: every candidate found
+        records = (
+            url_record(
+                url=c.url,
+                title=c.title,
+                photo_id=c.photo_id,
+                label=spec.name,
+                license=c.license,
+                owner=c.owner,
+            )
+            for spec in config.classes
+            for c in found_by_class[spec.name]
+        )
+        await asyncio.to_thread(write_urls_parquet, out_dir / URLS_PARQUET_FILE, records)
     return JobResult(short=short, api_calls=calls, wall_time_s=time.monotonic() - started)
 
 

@@ -180,7 +180,7 @@ def test_export_in_the_config_is_a_list_of_known_names():
     with pytest.raises(ConfigError) as err:
         parse_config({**base, "export": ["parquet", "tfrecord"]}, source="c.yaml")
     message = str(err.value)
-    assert message.startswith("c.yaml: export[1]: must be one of webdataset, parquet")
+    assert message.startswith("c.yaml: export[1]: must be one of webdataset, parquet, urls")
     assert "\n" not in message
     with pytest.raises(ConfigError, match="export: must be a list of export formats"):
         parse_config({**base, "export": 3})
@@ -214,7 +214,7 @@ def test_a_missing_library_fails_before_anything_is_downloaded(tmp_path, monkeyp
 def test_a_bad_export_on_the_command_line_is_a_usage_error(tmp_path, capsys):
     code = cli.main([str(write_config(tmp_path)), "--emulator", "--export", "zip"])
     assert code == cli.EXIT_USAGE
-    assert "--export: value: must be one of webdataset, parquet" in capsys.readouterr().err
+    assert "--export: value: must be one of webdataset, parquet, urls" in capsys.readouterr().err
 
 
 # -- reruns -----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from asyncds.assembly.writers.parquet import ParquetWriter
 from asyncds.assembly.writers.split import SplitWriter
 from asyncds.assembly.writers.summary import SummaryWriter
 from asyncds.assembly.writers.urls import UrlsWriter
+from asyncds.assembly.writers.urls_parquet import UrlsParquetWriter
 from asyncds.assembly.writers.webdataset import WebDatasetWriter
 
 # A fresh writer per assembly: writers hold their open files between start and finish.
@@ -26,6 +27,7 @@ WRITERS: tuple[Callable[[], Writer], ...] = (
     MetadataWriter,
     WebDatasetWriter,  # export: only when asked
     ParquetWriter,  # export: only when asked
+    UrlsParquetWriter,  # export: only when asked
     SummaryWriter,  # stays next to last
     ArchiveWriter,  # stays last
 )
