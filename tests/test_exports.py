@@ -120,6 +120,13 @@ def test_bare_load_dataset_does_not_take_the_shards(exported, tmp_path: Path):
     resolved = {Path(f).name for files in builder.config.data_files.values() for f in files}
     assert resolved and not resolved & shard_names
     assert builder.name not in ("webdataset", "parquet")
+    # And loaded: nothing of a shard's columns (without the dataset card this is the split
+    # file read as JSON, the known gap the card closes; with it, the class-folder dataset).
+    datasets.disable_progress_bars()
+    loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf1"))
+    shard_columns = {"jpg", "cls", "__key__", "photo_id", "sha256"}
+    for part in loaded.values():
+        assert not set(part.column_names) & shard_columns, part.column_names
     # Without the split file (whose name is what auto-discovery picks today), the images win.
     for name in ("train_test_split.json", "train_test_split_subset.json"):
         (out / name).unlink(missing_ok=True)
