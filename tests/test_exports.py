@@ -336,3 +336,19 @@ def test_fresh_deletes_the_shards_too(tmp_path: Path):
     (out / "notes.tar").write_bytes(b"mine")  # not ours: kept
     targets = {p.name for p in fresh_targets(make_config(out), out)}
     assert targets == set(names)
+
+
+@pytest.mark.slow
+async def test_the_command_line_export_overrides_the_config(tmp_path: Path):
+    from tests import e2e
+
+    out = tmp_path / "out"
+    config = e2e.write_config(tmp_path / "c.yaml", {"cat": 12, "dog": 8}, export=["parquet"])
+    result = await e2e.run_cli(
+        str(config), "--emulator", "--output-dir", str(out), "--export", "webdataset", "-q"
+    )
+    assert result.code == 0, result.stderr
+    assert not list(out.glob("parquet-*")), "--export replaces the config's list"
+    summary = json.loads((out / "summary.json").read_text())
+    assert sum(summary["webdataset"]["samples"].values()) == 20
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["cat", "dog"]
