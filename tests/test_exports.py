@@ -24,13 +24,13 @@ from tests.test_assemble import CLASSES, DATASET, STATS, build_state, make_confi
 NAMES = sorted(spec.name for spec in CLASSES)
 
 
-def with_exports(*exports: str, shard_bytes: int | None = None):
-    """The registry, with small shards when ``shard_bytes`` is given."""
+def with_exports(shard_bytes: int) -> tuple:
+    """The registry, with shards of ``shard_bytes`` (and row groups of 2 rows)."""
     writers = []
     for make in WRITERS:
-        if shard_bytes is not None and make is WebDatasetWriter:
+        if make is WebDatasetWriter:
             writers.append(lambda: WebDatasetWriter(shard_bytes))
-        elif shard_bytes is not None and make is ParquetWriter:
+        elif make is ParquetWriter:
             writers.append(lambda: ParquetWriter(shard_bytes, row_group=2))
         else:
             writers.append(make)
@@ -47,7 +47,7 @@ async def exported(tmp_path: Path):
         await state.close()
     config = dataclasses.replace(make_config(out), export=("webdataset", "parquet"))
     # Tiny shards: every split spans several of them.
-    report = write_outputs(rows, config, out, STATS, writers=with_exports(shard_bytes=1500))
+    report = write_outputs(rows, config, out, STATS, writers=with_exports(1500))
     return out, config, rows, report
 
 
@@ -319,8 +319,8 @@ async def test_exports_stream_the_images_memory_stays_flat(tmp_path: Path):
                 tracemalloc.stop()
 
         await assemble_outputs(state, exporting, out, STATS)  # imports, caches: unmeasured
-        without, with_exports = await peak(plain), await peak(exporting)
-    assert with_exports - without < n * size / 4, f"{without} B -> {with_exports} B"
+        without, exporting_peak = await peak(plain), await peak(exporting)
+    assert exporting_peak - without < n * size / 4, f"{without} B -> {exporting_peak} B"
     summary = json.loads((out / "summary.json").read_text())
     assert sum(summary["parquet"]["samples"].values()) == n
 

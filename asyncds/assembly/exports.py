@@ -90,7 +90,7 @@ class ShardSet:
     they were and no partial one. Each shard is written to its temporary name; ``cleanup``
     removes them all if assembly fails."""
 
-    def __init__(self, out_dir: Path, prefix: str, ext: str, cleanup: contextlib.ExitStack):
+    def __init__(self, out_dir: Path, prefix: str, ext: str, cleanup: contextlib.ExitStack) -> None:
         self.out_dir = out_dir
         self.prefix = prefix
         self.ext = ext
