@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from asyncds import __version__
-from asyncds.config import Config, ConfigError, load_config
+from asyncds.config import Config, ConfigError, load_config, parse_export
 from asyncds.files import (
     LOCK_FILE,
     OutputDirError,
@@ -102,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--search-only",
         action="store_true",
         help="only search: write urls_data.json with up to `count` image URLs per class",
+    )
+    parser.add_argument(
+        "--export",
+        metavar="FORMATS",
+        help="comma-separated, any of webdataset,parquet,urls: after assembly also write those "
+        "shards, or urls.parquet for img2dataset (urls works with --search-only too); overrides "
+        "export in the config; needs pip install 'asyncds[export]'",
     )
     parser.add_argument(
         "--prune",
@@ -310,8 +317,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(verbose=args.verbose, quiet=args.quiet)
     try:
         config = load_config(args.config)
+        if args.export is not None:
+            config = dataclasses.replace(config, export=parse_export(args.export))
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from asyncds.assembly.exports import missing_libraries
+
+    if problem := missing_libraries(config.export):  # before anything is downloaded
+        print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     if args.emulator_faults and not args.emulator:
         parser.error("--emulator-faults needs --emulator")

@@ -36,6 +36,8 @@ FLICKR_SORTS = (
 )
 # flickr.photos.search `media`. Flickr's own default is all, which returns videos too.
 FLICKR_MEDIA = ("photos", "videos", "all")
+# Optional exports written after assembly (``export:``, ``--export``); see docs/configuration.md.
+EXPORT_FORMATS = ("webdataset", "parquet", "urls")
 MAX_TAGS_ALL = 20  # Flickr's limit on tags combined with tag_mode=all
 MAX_LICENSE_ID = 16  # license ids are 0..16 since Flickr's 2025 renumbering
 # flickr.license presets: named sets of Flickr license ids (names in flickr.LICENSES).
@@ -207,6 +209,7 @@ class Config:
     image: ImageSettings = field(default_factory=ImageSettings)
     download: DownloadSettings = field(default_factory=DownloadSettings)
     dedup: DedupSettings = field(default_factory=DedupSettings)
+    export: tuple[str, ...] = ()  # of EXPORT_FORMATS, in the order given
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,6 +315,7 @@ TOP_KEYS = (
     "classes",
     "dedup",
     "download",
+    "export",
     "flickr",
     "image",
     "output_dir",
@@ -506,7 +510,33 @@ def parse_config(
         image=_parse_image(check, top.get("image")),
         download=_parse_download(check, top.get("download")),
         dedup=_parse_dedup(check, top.get("dedup")),
+        export=_parse_export(check, top.get("export"), "export"),
     )
+
+
+def parse_export(value: str, *, source: str = "--export") -> tuple[str, ...]:
+    """``--export webdataset,parquet`` checked like the config's ``export`` (ConfigError)."""
+    return _parse_export(_Checker(source), value, "value")
+
+
+def _parse_export(check: _Checker, value: object, path: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    # A comma-separated string (the command line's form) or a YAML list.
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list):
+        check.fail(
+            path,
+            f"must be a list of export formats; got {_show(value)}",
+            f"valid values are {', '.join(EXPORT_FORMATS)}, e.g. export: [webdataset, parquet]",
+        )
+    chosen: list[str] = []
+    for index, item in enumerate(items):
+        where = f"{path}[{index}]" if isinstance(value, list) else path
+        name = check.choice(item, where, EXPORT_FORMATS)
+        if name not in chosen:
+            chosen.append(name)
+    return tuple(chosen)
 
 
 def _parse_classes(check: _Checker, value: object) -> tuple[ClassSpec, ...]:

@@ -25,10 +25,12 @@ from pathlib import Path
 import aiohttp
 
 from asyncds.assembly import ASSEMBLY_VERSION, RunStats, assemble_outputs
+from asyncds.assembly.exports import check_libraries, export_writers, exports_present
+from asyncds.assembly.writers.urls_parquet import URLS_PARQUET_FILE, url_record, write_urls_parquet
 from asyncds.config import OUTPUT_FILE_NAMES, Config
 from asyncds.dedup import apply_dedup
 from asyncds.files import OutputLock, remove_temp_files, write_atomic
-from asyncds.flickr import FlickrClient, collect_candidates
+from asyncds.flickr import Candidate, FlickrClient, collect_candidates
 from asyncds.imaging import HASH_VERSION, phash_to_hex
 from asyncds.pipeline import ClassProgress, Pipeline, initial_progress
 from asyncds.pool import ImagePool
@@ -126,7 +128,9 @@ def fresh_targets(config: Config, out_dir: Path) -> list[Path]:
     """What ``--fresh`` deletes: the state, the artifacts and the configured class folders."""
     names = [*sorted(OUTPUT_FILE_NAMES), f"{STATE_FILE}-wal", f"{STATE_FILE}-shm"]
     names += [spec.name for spec in config.classes]
-    return [out_dir / name for name in names if (out_dir / name).exists()]
+    targets = [out_dir / name for name in names if (out_dir / name).exists()]
+    shards = {p for w in export_writers() for pattern in w.files for p in out_dir.glob(pattern)}
+    return targets + sorted(shards - set(targets))
 
 
 def delete_fresh(targets: list[Path]) -> None:
@@ -151,14 +155,19 @@ def _fingerprint(config: Config) -> str:
     return hashlib.sha256(repr(relevant).encode()).hexdigest()
 
 
-def _artifacts_exist(out_dir: Path) -> bool:
+def _artifacts_exist(out_dir: Path, config: Config) -> bool:
     required = ("train_test_split.json", "dataset.tgz", "urls_data.json", "summary.txt")
-    return all((out_dir / name).is_file() for name in required)
+    # Exports are not in the fingerprint: one newly asked for on a finished folder is missing
+    # here, which re-assembles; one no longer asked for stays until the dataset changes.
+    return all((out_dir / name).is_file() for name in required) and exports_present(
+        out_dir, config.export
+    )
 
 
 async def search_only(config: Config, *, api_key: str, out_dir: Path) -> JobResult:
     """Run only the search producers and write ``urls_data.json`` (``--search-only``)."""
     started = time.monotonic()
+    check_libraries(config.export)  # fail before searching, not after
     await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
     with OutputLock(out_dir):  # a running job owns urls_data.json: wait for it to finish
         return await _search_only(config, api_key=api_key, out_dir=out_dir, started=started)
@@ -166,6 +175,7 @@ async def search_only(config: Config, *, api_key: str, out_dir: Path) -> JobResu
 
 async def _search_only(config: Config, *, api_key: str, out_dir: Path, started: float) -> JobResult:
     urls: dict[str, list[str]] = {}
+    found_by_class: dict[str, list[Candidate]] = {}
     short: dict[str, tuple[int, int]] = {}
     async with flickr_client(config, api_key=api_key) as client:
 
@@ -175,6 +185,7 @@ async def _search_only(config: Config, *, api_key: str, out_dir: Path, started: 
                 client, spec, config.flickr, max_side=config.image.max_side, limit=spec.count
             )
             urls[spec.name] = [c.url for c in found]
+            found_by_class[spec.name] = found
             log.info("%s: %d of %d candidates", spec.name, len(found), spec.count)
             if len(found) < spec.count:
                 short[spec.name] = (len(found), spec.count)
@@ -186,6 +197,20 @@ async def _search_only(config: Config, *, api_key: str, out_dir: Path, started: 
     ordered = {spec.name: urls[spec.name] for spec in config.classes}
     data = json.dumps(ordered, indent=1).encode()
     await asyncio.to_thread(write_atomic, out_dir / "urls_data.json", data)
+    if "urls" in config.export:  # the hand-off to img2dataset: every candidate found
+        records = (
+            url_record(
+                url=c.url,
+                title=c.title,
+                photo_id=c.photo_id,
+                label=spec.name,
+                license=c.license,
+                owner=c.owner,
+            )
+            for spec in config.classes
+            for c in found_by_class[spec.name]
+        )
+        await asyncio.to_thread(write_urls_parquet, out_dir / URLS_PARQUET_FILE, records)
     return JobResult(short=short, api_calls=calls, wall_time_s=time.monotonic() - started)
 
 
@@ -202,6 +227,7 @@ async def create_dataset(
     ``reassemble`` rewrites the artifacts even when nothing changed (the folder did: --prune).
     """
     started = time.monotonic()
+    check_libraries(config.export)  # fail before downloading, not after
     with OutputLock(out_dir):
         removed = await asyncio.to_thread(
             remove_temp_files, [out_dir / spec.name for spec in config.classes]
@@ -299,7 +325,11 @@ async def _download_and_assemble(
         fetched = max(0, sum(p.good for p in progress.values()) - images_before)
         fingerprint = _fingerprint(config)
         unchanged = rounds == 0 and not reassemble
-        if unchanged and await state.meta("assembled") == fingerprint and _artifacts_exist(out_dir):
+        if (
+            unchanged
+            and await state.meta("assembled") == fingerprint
+            and _artifacts_exist(out_dir, config)
+        ):
             # A rerun on a finished folder: nothing new, so no file is rewritten.
             log.info("%s is complete; nothing to do", out_dir)
         else:

@@ -86,7 +86,11 @@ def write_outputs(
         made = [make() for make in writers]
         # Every writer's leftovers go, also those of a writer this config does not want.
         _clean_stale_temps(out_dir, (name for w in made for name in w.files))
-        timings = _run_writers(rows, ctx, [w for w in made if w.wanted(ctx)], on_phase)
+        wanted = [w for w in made if w.wanted(ctx)]
+        # What a writer no longer asked for wrote earlier (an export dropped from the config)
+        # would describe an older dataset: it goes.
+        _remove_files(out_dir, (name for w in made if w not in wanted for name in w.files))
+        timings = _run_writers(rows, ctx, wanted, on_phase)
     for warning in ctx.warnings:
         log.warning("%s", warning)
     return AssemblyReport(
@@ -161,6 +165,13 @@ def _clean_stale_temps(out_dir: Path, names: Iterable[str]) -> None:
         for stale in out_dir.glob(f"{TEMP_MARKER}*-{name}"):
             with contextlib.suppress(FileNotFoundError):
                 stale.unlink()
+
+
+def _remove_files(out_dir: Path, patterns: Iterable[str]) -> None:
+    for pattern in patterns:
+        for path in out_dir.glob(pattern):
+            if path.is_file() or path.is_symlink():
+                path.unlink(missing_ok=True)
 
 
 async def assemble_outputs(

@@ -14,9 +14,12 @@ from asyncds.assembly.writers.archive import ArchiveWriter
 from asyncds.assembly.writers.attribution import AttributionWriter
 from asyncds.assembly.writers.base import Writer
 from asyncds.assembly.writers.metadata import MetadataWriter
+from asyncds.assembly.writers.parquet import ParquetWriter
 from asyncds.assembly.writers.split import SplitWriter
 from asyncds.assembly.writers.summary import SummaryWriter
 from asyncds.assembly.writers.urls import UrlsWriter
+from asyncds.assembly.writers.urls_parquet import UrlsParquetWriter
+from asyncds.assembly.writers.webdataset import WebDatasetWriter
 
 # A fresh writer per assembly: writers hold their open files between start and finish.
 WRITERS: tuple[Callable[[], Writer], ...] = (
@@ -24,6 +27,9 @@ WRITERS: tuple[Callable[[], Writer], ...] = (
     UrlsWriter,
     MetadataWriter,
     AttributionWriter,  # before the summary: it adds the counts per license
+    WebDatasetWriter,  # export: only when asked
+    ParquetWriter,  # export: only when asked
+    UrlsParquetWriter,  # export: only when asked
     SummaryWriter,  # stays next to last
     ArchiveWriter,  # stays last
 )
