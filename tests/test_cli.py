@@ -164,3 +164,23 @@ def test_a_rejected_key_says_it_was_rejected_not_unset(
     err = capsys.readouterr().err
     assert "rejected the key in API_KEY" in err and "not its secret" in err
     assert "set API_KEY" not in err
+
+
+def test_every_emulator_option_has_a_help_text():
+    from asyncds.emulator.cli import build_parser as emulator_parser
+
+    undocumented = [
+        action.option_strings[0]
+        for action in emulator_parser()._actions
+        if action.option_strings and not action.help
+    ]
+    assert not undocumented, undocumented
+
+
+def test_help_names_the_subcommands_and_gives_examples(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    usage = out.split("\n\n")[0]
+    assert "asyncds plan CONFIG" in usage and "asyncds emulator" in usage
+    assert "examples:" in out and "--emulator   # try it offline" in out

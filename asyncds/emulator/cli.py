@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from .faults import FaultProfile
+from .faults import FAULT_HELP, FaultProfile
 from .server import EMULATOR_API_KEY, EMULATOR_API_SECRET, EmulatorSettings, running_emulator
 
 log = logging.getLogger("asyncds.emulator")
@@ -57,11 +57,37 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="how many photos a tag has (several per flag, flag repeatable)",
     )
-    parser.add_argument("--default-tag-size", type=int, default=6000, metavar="N")
-    parser.add_argument("--shared-fraction", type=float, default=0.01, metavar="F")
-    parser.add_argument("--page-duplicate-rate", type=float, default=0.0, metavar="RATE")
-    parser.add_argument("--api-key", default=EMULATOR_API_KEY)
-    parser.add_argument("--api-secret", default=EMULATOR_API_SECRET)
+    parser.add_argument(
+        "--default-tag-size",
+        type=int,
+        default=6000,
+        metavar="N",
+        help="how many photos any other tag has (default 6000)",
+    )
+    parser.add_argument(
+        "--shared-fraction",
+        type=float,
+        default=0.01,
+        metavar="F",
+        help="share of a tag's photos that also carry another tag (default 0.01)",
+    )
+    parser.add_argument(
+        "--page-duplicate-rate",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="rate of search pages that repeat a photo of an earlier page (default 0)",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=EMULATOR_API_KEY,
+        help=f"the key the emulator accepts (default {EMULATOR_API_KEY})",
+    )
+    parser.add_argument(
+        "--api-secret",
+        default=EMULATOR_API_SECRET,
+        help="the secret it accepts for OAuth-signed calls (default: the emulator's own)",
+    )
     faults = parser.add_argument_group("faults (override the profile)")
     for name in FaultProfile.names():
         faults.add_argument(
@@ -71,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
             type=int if name in _INT_FAULTS else float,
             metavar="N" if name in _INT_FAULTS else "VALUE",
             default=None,
+            help=FAULT_HELP[name],
         )
     return parser
 

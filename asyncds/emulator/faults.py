@@ -111,6 +111,46 @@ VARIANT_FAULTS: tuple[str, ...] = ("pixel_bomb", "png_alpha", "cmyk", "progressi
 CATALOG_FAULTS: tuple[str, ...] = ("exact_duplicate", "near_duplicate", "small", "video")
 
 
+# What each FaultProfile key does, for `python -m asyncds emulator --help` and the docs.
+FAULT_HELP: dict[str, str] = {
+    "api_fail_105": "rate of API calls answered stat=fail code 105 (service unavailable)",
+    "api_fail_201": "rate of API calls answered stat=fail code 201 (API not available)",
+    "api_http_500": "rate of API calls answered HTTP 500",
+    "api_http_502": "rate of API calls answered HTTP 502",
+    "api_http_503": "rate of API calls answered HTTP 503",
+    "api_429": "rate of API calls answered HTTP 429 with Retry-After",
+    "api_html_200": "rate of API calls answered with an HTML page and HTTP 200",
+    "api_truncated": "rate of API calls whose JSON is cut short",
+    "api_endless": "rate of API requests answered with an endless body, on every attempt",
+    "api_latency_s": "seconds added to every API answer",
+    "rate_limit_per_hour": "API calls a key may make per hour before HTTP 429 (0 = no limit)",
+    "retry_after_s": "the Retry-After seconds sent with a 429",
+    "image_latency_s": "seconds added to every image answer",
+    "image_http_500": "rate of image requests answered HTTP 500 (transient)",
+    "image_http_502": "rate of image requests answered HTTP 502 (transient)",
+    "image_http_503": "rate of image requests answered HTTP 503 (transient)",
+    "image_429": "rate of image requests answered HTTP 429 with Retry-After (transient)",
+    "image_truncated": "rate of image bodies cut short (transient)",
+    "image_html_200": "rate of image requests answered with an HTML page, HTTP 200 (first try)",
+    "image_stall": "rate of image requests that send headers, then stall (transient)",
+    "stall_s": "how long a stall lasts, in seconds (at most 300)",
+    "image_404": "rate of photos whose image is gone (HTTP 404, permanent)",
+    "image_unavailable": "rate of photos redirected to the 'photo unavailable' placeholder",
+    "image_html_200_always": "rate of photos always answered with an HTML page (permanent)",
+    "image_stall_always": "rate of photos whose image always stalls (permanent)",
+    "image_foreign_host": "rate of photos whose URLs point at a host outside Flickr's CDN",
+    "exact_duplicate": "rate of photos that are byte copies of an earlier photo",
+    "near_duplicate": "rate of photos that are re-encoded, slightly changed copies",
+    "cmyk": "rate of photos served as CMYK JPEGs",
+    "png_alpha": "rate of photos served as PNGs with transparency",
+    "progressive": "rate of photos served as progressive JPEGs",
+    "exif_rotated": "rate of photos stored rotated with an EXIF orientation tag",
+    "pixel_bomb": "rate of photos whose header claims an enormous pixel count",
+    "small": "rate of photos smaller than every asked-for size",
+    "video": "rate of extra search results that are videos (left out by media=photos)",
+}
+
+
 @dataclass(frozen=True)
 class FaultProfile:
     """How often each fault is injected. Rates are probabilities in [0, 1]; all default to 0."""
