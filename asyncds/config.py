@@ -57,6 +57,7 @@ OUTPUT_FILE_NAMES = frozenset(
         "metadata.jsonl",
         "summary.txt",
         "summary.json",
+        "README.md",
         "asyncds.log",
         "asyncds-state.sqlite",
     }
@@ -578,7 +579,7 @@ def _class_name(check: _Checker, value: object, path: str) -> str:
         )
     if name.split(".", 1)[0].lower() in WINDOWS_RESERVED_NAMES:
         check.fail(path, f"{name!r} is a reserved device name on Windows", valid)
-    if name.lower() in OUTPUT_FILE_NAMES:
+    if name.lower() in {n.lower() for n in OUTPUT_FILE_NAMES}:  # README.md: any case clashes
         check.fail(path, f"{name!r} is the name of an output file asyncds writes", valid)
     return name
 

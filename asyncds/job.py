@@ -152,7 +152,14 @@ def _fingerprint(config: Config) -> str:
 
 
 def _artifacts_exist(out_dir: Path) -> bool:
-    required = ("train_test_split.json", "dataset.tgz", "urls_data.json", "summary.txt")
+    # README.md too: a folder finished before the dataset card existed gets one on a rerun.
+    required = (
+        "train_test_split.json",
+        "dataset.tgz",
+        "urls_data.json",
+        "summary.txt",
+        "README.md",
+    )
     return all((out_dir / name).is_file() for name in required)
 
 

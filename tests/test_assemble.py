@@ -39,6 +39,7 @@ ARTIFACTS = {
     "metadata.jsonl",
     "summary.txt",
     "summary.json",
+    "README.md",
 }
 METADATA_FIELDS = [
     "file_name",

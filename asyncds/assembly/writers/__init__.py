@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from asyncds.assembly.writers.archive import ArchiveWriter
 from asyncds.assembly.writers.base import Writer
+from asyncds.assembly.writers.card import CardWriter
 from asyncds.assembly.writers.metadata import MetadataWriter
 from asyncds.assembly.writers.split import SplitWriter
 from asyncds.assembly.writers.summary import SummaryWriter
@@ -22,6 +23,7 @@ WRITERS: tuple[Callable[[], Writer], ...] = (
     SplitWriter,
     UrlsWriter,
     MetadataWriter,
+    CardWriter,
     SummaryWriter,  # stays next to last
     ArchiveWriter,  # stays last
 )
