@@ -34,6 +34,7 @@ from asyncds.pipeline import Pipeline, initial_progress
 from asyncds.pool import ImagePool
 from asyncds.progress import ProgressDisplay
 from asyncds.state import STATE_FILE, StateStore, Status
+from asyncds.tidy import tidy_class_folders
 
 log = logging.getLogger(__name__)
 
@@ -326,8 +327,11 @@ async def _download_and_assemble(
         api_calls = client.calls
     wall = time.monotonic() - started
     fetched = sum(p.good for p in progress.values()) - images_before
+    # The class folders hold exactly the dataset's images (an ImageFolder root): no surplus,
+    # no empty class folder. Releasing surplus changes the summary's counts: re-assemble.
+    tidied = await tidy_class_folders(state, config, out_dir)
     fingerprint = _fingerprint(config)
-    unchanged = rounds == 0 and not reassemble
+    unchanged = rounds == 0 and not reassemble and not tidied.changed
     if unchanged and await state.meta("assembled") == fingerprint and _artifacts_exist(out_dir):
         # A rerun on a finished folder: nothing new, so no file is rewritten.
         log.info("%s is complete; nothing to do", out_dir)
