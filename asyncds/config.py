@@ -58,6 +58,7 @@ OUTPUT_FILE_NAMES = frozenset(
         "summary.txt",
         "summary.json",
         "README.md",
+        "croissant.json",
         "asyncds.log",
         "asyncds-state.sqlite",
     }

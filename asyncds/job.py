@@ -153,13 +153,14 @@ def _fingerprint(config: Config) -> str:
 
 
 def _artifacts_exist(out_dir: Path) -> bool:
-    # README.md too: a folder finished before the dataset card existed gets one on a rerun.
+    # README.md and croissant.json too: a folder finished before they existed gets them.
     required = (
         "train_test_split.json",
         "dataset.tgz",
         "urls_data.json",
         "summary.txt",
         "README.md",
+        "croissant.json",
     )
     return all((out_dir / name).is_file() for name in required)
 

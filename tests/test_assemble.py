@@ -40,6 +40,7 @@ ARTIFACTS = {
     "summary.txt",
     "summary.json",
     "README.md",
+    "croissant.json",
 }
 METADATA_FIELDS = [
     "file_name",

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from asyncds.assembly.writers.archive import ArchiveWriter
 from asyncds.assembly.writers.base import Writer
 from asyncds.assembly.writers.card import CardWriter
+from asyncds.assembly.writers.croissant import CroissantWriter
 from asyncds.assembly.writers.metadata import MetadataWriter
 from asyncds.assembly.writers.split import SplitWriter
 from asyncds.assembly.writers.summary import SummaryWriter
@@ -24,6 +25,7 @@ WRITERS: tuple[Callable[[], Writer], ...] = (
     UrlsWriter,
     MetadataWriter,
     CardWriter,
+    CroissantWriter,  # after metadata: it hashes metadata.jsonl
     SummaryWriter,  # stays next to last
     ArchiveWriter,  # stays last
 )
