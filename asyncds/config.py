@@ -71,6 +71,8 @@ OUTPUT_FILE_NAMES = frozenset(
         "summary.txt",
         "summary.json",
         "ATTRIBUTION.md",
+        "README.md",
+        "croissant.json",
         "asyncds.log",
         "asyncds-state.sqlite",
     }
@@ -630,7 +632,7 @@ def _class_name(check: _Checker, value: object, path: str) -> str:
         )
     if name.split(".", 1)[0].lower() in WINDOWS_RESERVED_NAMES:
         check.fail(path, f"{name!r} is a reserved device name on Windows", valid)
-    # Case-insensitively: a class "attribution.md" clashes with ATTRIBUTION.md on macOS/Windows.
+    # Any case: a class "readme.md" or "attribution.md" clashes on macOS/Windows.
     if name.lower() in {n.lower() for n in OUTPUT_FILE_NAMES}:
         check.fail(path, f"{name!r} is the name of an output file asyncds writes", valid)
     return name

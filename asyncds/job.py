@@ -36,6 +36,7 @@ from asyncds.pipeline import ClassProgress, Pipeline, initial_progress
 from asyncds.pool import ImagePool
 from asyncds.progress import ProgressDisplay
 from asyncds.state import STATE_FILE, StateStore, Status
+from asyncds.tidy import tidy_class_folders
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,15 @@ def _fingerprint(config: Config) -> str:
 
 
 def _artifacts_exist(out_dir: Path, config: Config) -> bool:
-    required = ("train_test_split.json", "dataset.tgz", "urls_data.json", "summary.txt")
+    # README.md and croissant.json too: a folder finished before they existed gets them.
+    required = (
+        "train_test_split.json",
+        "dataset.tgz",
+        "urls_data.json",
+        "summary.txt",
+        "README.md",
+        "croissant.json",
+    )
     # Exports are not in the fingerprint: one newly asked for on a finished folder is missing
     # here, which re-assembles; one no longer asked for stays until the dataset changes.
     return all((out_dir / name).is_file() for name in required) and exports_present(
@@ -323,8 +332,11 @@ async def _download_and_assemble(
         )
         wall = time.monotonic() - started
         fetched = max(0, sum(p.good for p in progress.values()) - images_before)
+        # The class folders hold exactly the dataset's images (an ImageFolder root): no
+        # surplus, no empty class folder. Releasing surplus changes the summary: re-assemble.
+        tidied = await tidy_class_folders(state, config, out_dir)
         fingerprint = _fingerprint(config)
-        unchanged = rounds == 0 and not reassemble
+        unchanged = rounds == 0 and not reassemble and not tidied.changed
         if (
             unchanged
             and await state.meta("assembled") == fingerprint

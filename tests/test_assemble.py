@@ -40,6 +40,8 @@ ARTIFACTS = {
     "metadata.jsonl",
     "summary.txt",
     "summary.json",
+    "README.md",
+    "croissant.json",
 }
 METADATA_FIELDS = [
     "file_name",

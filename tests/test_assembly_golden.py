@@ -67,11 +67,13 @@ GOLDEN = {
 }
 ARCHIVE_MEMBERS = [
     "ATTRIBUTION.md",
+    "README.md",  # the dataset card (added after the digests were taken; not a digest here)
     "cat",
     "cat/10.jpg",
     "cat/1001.jpg",
     "cat/2.jpg",
     "cat/300.jpg",
+    "croissant.json",  # added after the digests were taken, like README.md
     "metadata.jsonl",
     "owl",
     "owl/5.jpg",

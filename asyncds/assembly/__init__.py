@@ -15,8 +15,8 @@ Every artifact is written atomically (a temporary name in the output folder, the
 ``os.replace``). Memory stays flat in the dataset's size: rows are streamed from the state
 (``RowStream``) in two passes, never held all at once; what must be kept between them lives
 in the dataset index on disk. Only the images of the dataset (per class, the first ``count``
-good ones in search order) are listed and archived; surplus images left in a class folder stay
-there but are not part of it.
+good ones in search order) are listed and archived; surplus images found in a class folder are
+not part of it (a job releases them before assembly: ``asyncds.tidy``).
 
 Applying dedup (recording drops, deleting files) belongs to ``asyncds.dedup``.
 """

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from asyncds.assembly.writers.archive import ArchiveWriter
 from asyncds.assembly.writers.attribution import AttributionWriter
 from asyncds.assembly.writers.base import Writer
+from asyncds.assembly.writers.card import CardWriter
+from asyncds.assembly.writers.croissant import CroissantWriter
 from asyncds.assembly.writers.metadata import MetadataWriter
 from asyncds.assembly.writers.parquet import ParquetWriter
 from asyncds.assembly.writers.split import SplitWriter
@@ -27,6 +29,8 @@ WRITERS: tuple[Callable[[], Writer], ...] = (
     UrlsWriter,
     MetadataWriter,
     AttributionWriter,  # before the summary: it adds the counts per license
+    CardWriter,
+    CroissantWriter,  # after metadata: it hashes metadata.jsonl
     WebDatasetWriter,  # export: only when asked
     ParquetWriter,  # export: only when asked
     UrlsParquetWriter,  # export: only when asked
