@@ -150,13 +150,12 @@ def setup_logging(*, verbose: bool, quiet: bool) -> None:
 def console_handler() -> logging.Handler:
     """On a terminal, rich's handler on the console the progress display draws on (records
     print above the bars); elsewhere plain ``LEVEL message`` lines."""
-    from asyncds.progress import is_live_terminal, stderr_console
+    from asyncds.progress import stderr_console, stderr_is_live_terminal
 
-    console = stderr_console()
-    if is_live_terminal(console):
+    if stderr_is_live_terminal():  # rich is loaded only for a terminal
         from rich.logging import RichHandler
 
-        return RichHandler(console=console, show_time=False, show_path=False, markup=False)
+        return RichHandler(console=stderr_console(), show_time=False, show_path=False, markup=False)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     return handler
@@ -211,15 +210,9 @@ async def run(args: argparse.Namespace, config: Config, out_dir: Path) -> int:
                 quiet=args.quiet,
                 reassemble=args.pruned,
             )
-            log.info("dataset ready in %s (%.1fs)", out_dir, result.wall_time_s)
             extra = unconfigured_folders(out_dir, (c.name for c in config.classes))
-            if extra:
-                log.warning(
-                    "%s holds folders of classes not in the config: %s (ImageFolder would take "
-                    "them for classes); add --prune to delete them",
-                    out_dir,
-                    ", ".join(extra),
-                )
+            print_ending(out_dir, result.wall_time_s, extra, quiet=args.quiet)
+            return EXIT_OK
         for label, (got, wanted) in result.short.items():
             log.warning("%s: %d of %d — Flickr has no more for its tags", label, got, wanted)
     return EXIT_OK
@@ -392,6 +385,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.debug("unexpected failure", exc_info=raised)
         print(f"error: {type(exc).__name__}: {redact(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def print_ending(
+    out_dir: Path, wall_time_s: float, unconfigured: Sequence[str], *, quiet: bool
+) -> None:
+    """The outcome and what to do next (stdout, terminal or not); the warnings again (stderr).
+    ``-q`` keeps only the warnings."""
+    import json
+
+    from asyncds.ending import render_ending
+
+    try:
+        summary = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
+        ending = render_ending(summary, out_dir, wall_time_s, unconfigured)
+    except (OSError, ValueError, KeyError) as exc:  # no summary: say where the dataset is
+        log.debug("no ending from summary.json: %s", exc)
+        log.info("dataset ready in %s (%.1fs)", out_dir, wall_time_s)
+        return
+    if not quiet:
+        sys.stdout.write("\n".join(ending.lines) + "\n")
+        sys.stdout.flush()
+    for warning in ending.warnings:
+        log.warning("%s", warning)
 
 
 def written_names(config: Config) -> list[str]:

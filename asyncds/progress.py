@@ -18,16 +18,15 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from rich.console import Console, RenderableType
-from rich.markup import escape
-from rich.progress import BarColumn, Progress, Task, TaskID, TextColumn
-from rich.text import Text
-
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Task, TaskID
+
     from asyncds.pipeline import ClassProgress
+    from asyncds.progress_bars import Bars
 
 log = logging.getLogger("asyncds.progress")
 
@@ -41,6 +40,8 @@ _console: Console | None = None
 def stderr_console() -> Console:
     """The console on the current ``sys.stderr``, shared by the live display and the log
     handler (a new one only when ``sys.stderr`` itself was replaced, as tests do)."""
+    from rich.console import Console
+
     global _console
     stream = getattr(sys.stderr, "rich_proxied_file", sys.stderr)  # a live display's proxy
     if _console is None or _console.file is not stream:
@@ -53,7 +54,19 @@ def is_live_terminal(console: Console) -> bool:
     return console.is_terminal and not console.is_dumb_terminal
 
 
-def _eta(seconds: float) -> str:
+def stderr_is_live_terminal() -> bool:
+    """:func:`is_live_terminal` for stderr, without loading rich when stderr is no terminal:
+    off a terminal (a pipe, a log file, CI) rich would only cost memory (about 6 MB)."""
+    stream = getattr(sys.stderr, "rich_proxied_file", sys.stderr)
+    try:
+        if not stream.isatty():
+            return False
+    except (AttributeError, ValueError):
+        return False
+    return is_live_terminal(stderr_console())
+
+
+def eta_text(seconds: float) -> str:
     if seconds <= 0 or seconds == float("inf"):
         return "--:--"
     minutes, secs = divmod(int(seconds), 60)
@@ -70,7 +83,7 @@ def describe(p: ClassProgress, *, now: float) -> str:
     elif p.short:
         state = "short: the search has no more"
     else:
-        state = f"ETA {_eta((p.target - p.good) / rate if rate else float('inf'))}"
+        state = f"ETA {eta_text((p.target - p.good) / rate if rate else float('inf'))}"
     return f"{p.label} {p.good}/{p.target} good, {p.failed} dropped, {rate:.1f} img/s, {state}"
 
 
@@ -79,32 +92,6 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:  # a thread without a loop
         return None
-
-
-class _Bars(Progress):
-    """rich's ``Progress`` with a header line: the phase and the time since the start."""
-
-    def __init__(self, display: ProgressDisplay, console: Console) -> None:
-        self.display = display  # before rich's constructor: it renders once
-        super().__init__(
-            # Three columns, the numbers in one padded text: rich measures and renders each
-            # cell, and a redraw (CPU time, median) took 4.6 ms for 3 classes and 19 ms for 20
-            # with a column per number, 1.7 ms and 9 ms so.
-            TextColumn("{task.description}"),
-            BarColumn(bar_width=30),
-            TextColumn("{task.fields[info]}", markup=False),
-            console=console,
-            auto_refresh=False,  # ProgressDisplay's asyncio task redraws; no thread
-            transient=False,  # the final bars stay on screen
-            redirect_stdout=False,  # stdout may go elsewhere; stray stderr lines go above
-        )
-
-    def get_renderables(self) -> Iterator[RenderableType]:
-        elapsed = _eta(time.monotonic() - self.display.started).replace("--:--", "00:00")
-        yield Text.assemble(
-            "phase: ", (self.display.phase or "starting", "bold"), f"  elapsed {elapsed}"
-        )
-        yield self.make_tasks_table(self.tasks)
 
 
 class ProgressDisplay:
@@ -123,7 +110,6 @@ class ProgressDisplay:
         refresh_s: float = 0.5,
     ) -> None:
         self.progress = progress
-        self.console = console or stderr_console()  # looked up now: tests swap sys.stderr
         self.quiet = quiet
         self.interval_s = interval_s
         self.refresh_s = refresh_s
@@ -132,10 +118,16 @@ class ProgressDisplay:
         self._phase = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
-        self._bars: _Bars | None = None
+        self._bars: Bars | None = None
         self._rows: dict[str, Task] = {}
-        if not quiet and is_live_terminal(self.console):
-            self._bars = _Bars(self, self.console)
+        # rich is loaded only for a live terminal (looked up now: tests swap sys.stderr).
+        live = console is not None and is_live_terminal(console)
+        if not quiet and (live or (console is None and stderr_is_live_terminal())):
+            from rich.markup import escape
+
+            from asyncds.progress_bars import Bars
+
+            self._bars = Bars(self, console or stderr_console())
             for label in progress:
                 self._rows[label] = self._add_row(escape(label))
             self._total = self._add_row("[bold]total")
@@ -262,7 +254,7 @@ class ProgressDisplay:
         total.fields["info"] = self._info(total, sum(p.failed for p in classes), state, width)
 
     @staticmethod
-    def _count(bars: _Bars, row: Task, good: int, target: int, average: float) -> None:
+    def _count(bars: Bars, row: Task, good: int, target: int, average: float) -> None:
         """One row's bar. Its rate is rich's over the last 30 s; once the row is complete,
         ``average``, the images/s of the whole run."""
         if row.finished_time is not None and good < target:  # dedup took some back
@@ -282,4 +274,4 @@ class ProgressDisplay:
     @staticmethod
     def _eta_of(row: Task, left: int) -> str:
         speed = row.speed
-        return f"ETA {_eta(left / speed if speed else float('inf'))}"
+        return f"ETA {eta_text(left / speed if speed else float('inf'))}"
