@@ -120,6 +120,7 @@ class ProgressDisplay:
         self._task: asyncio.Task[None] | None = None
         self._bars: Bars | None = None
         self._rows: dict[str, Task] = {}
+        self.console = console  # the one the bars draw on; None off a terminal
         # rich is loaded only for a live terminal (looked up now: tests swap sys.stderr).
         live = console is not None and is_live_terminal(console)
         if not quiet and (live or (console is None and stderr_is_live_terminal())):
@@ -127,7 +128,8 @@ class ProgressDisplay:
 
             from asyncds.progress_bars import Bars
 
-            self._bars = Bars(self, console or stderr_console())
+            self.console = console or stderr_console()
+            self._bars = Bars(self, self.console)
             for label in progress:
                 self._rows[label] = self._add_row(escape(label))
             self._total = self._add_row("[bold]total")

@@ -30,7 +30,7 @@ def test_the_ending_names_the_outcome_the_top_reasons_and_the_next_steps():
     text = "\n".join(ending.lines)
     assert "done in 12.3 s: 34 of 40 images (cat 30/30, axolotl 4/10)" in text
     assert "dropped 9 (replaced where Flickr had more): near_duplicate 5, http_error 2" in text
-    assert "other 2" in text  # the reasons past the top three, summed
+    assert "too_small 1, other 1" in text  # past the top three, summed
     assert "dataset: outputs/demo (train 27, test 7)" in text
     assert 'load it: datasets.load_dataset("outputs/demo")' in text
     assert "summary.txt" in text
