@@ -126,7 +126,7 @@ async def test_records_print_above_the_bars_and_the_final_bars_stay_once(records
     assert "80/80 good" in lines[-1] and lines[-1].endswith("done")
     # Every phase was drawn while it lasted.
     drawn = _ANSI.sub("", out.getvalue())
-    for phase in ("searching", "downloading", "dedup", "assembling", "done"):
+    for phase in ("searching", "downloading", "dedup", "assembling", "archiving", "done"):
         assert f"phase: {phase}" in drawn
 
 
@@ -340,7 +340,7 @@ def test_a_run_on_a_terminal_shows_every_record_and_one_copy_of_each_bar(tmp_pat
         for line in (out / "asyncds.log").read_text().splitlines()
         if (m := _LOG_LINE.match(line))
     ]
-    assert any(r.startswith("dataset ready in") for r in records)
+    assert any(r.startswith("time per phase") for r in records)
     for record in records:
         assert re.sub(r"\s+", "", record) in shown, (record, "\n".join(lines))
     # One copy of the live area, with the final counts; only the run's last records follow it.
@@ -351,8 +351,9 @@ def test_a_run_on_a_terminal_shows_every_record_and_one_copy_of_each_bar(tmp_pat
         assert bar_lines(lines, label) == [lines[start + offset]], "\n".join(lines)
         assert f"{count}/{count} good" in lines[start + offset]
     after = " ".join(lines[start + 4 :])
-    assert "time per phase" in after and "dataset ready in" in after
+    # ... and the ending (stdout, on the same terminal), below the bars.
+    assert "time per phase" in after and "done in" in after and "load_dataset(" in after
     # The phases were shown as they came.
     drawn = _ANSI.sub("", transcript.decode(errors="replace"))
-    for phase in ("searching", "downloading", "dedup", "assembling", "done"):
+    for phase in ("searching", "downloading", "dedup", "assembling", "archiving", "done"):
         assert f"phase: {phase}" in drawn
