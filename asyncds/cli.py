@@ -32,6 +32,8 @@ from asyncds.files import (
     unconfigured_folders,
 )
 from asyncds.flickr import FlickrAuthError, FlickrError, FlickrUnreachableError, redact
+from asyncds.outage import HostUnreachable
+from asyncds.pool import WorkerDied
 from asyncds.state import STATE_FILE, StateError, damaged_state_message
 
 log = logging.getLogger("asyncds")
@@ -367,7 +369,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             where = f" or FLICKR_API_URL (set to {override})" if override else ""
             print(f"error: {redact(str(exc))}{where}", file=sys.stderr)
             return EXIT_FAILED
-        if isinstance(exc, FlickrError | OutputLocked | OutputDirError | StateError):
+        if isinstance(
+            exc,
+            FlickrError | OutputLocked | OutputDirError | StateError | HostUnreachable | WorkerDied,
+        ):
             print(f"error: {redact(str(exc))}", file=sys.stderr)
             return EXIT_FAILED
         if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:

@@ -458,8 +458,15 @@ def _describe(exc: BaseException | None, timeout: aiohttp.ClientTimeout) -> str:
         return f"timed out (limit {timeout.total:g}s per attempt)"
     if isinstance(exc, aiohttp.ClientPayloadError):
         return "body truncated or malformed (connection closed mid-body)"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"cannot connect to {exc.host}:{exc.port} (the host name does not resolve)"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        why = exc.os_error.strerror or type(exc.os_error).__name__
+        refused = isinstance(exc.os_error, ConnectionRefusedError)
+        why = (
+            "connection refused"
+            if refused
+            else exc.os_error.strerror or type(exc.os_error).__name__
+        )
         return f"cannot connect to {exc.host}:{exc.port} ({why})"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "server disconnected"

@@ -92,7 +92,7 @@ def write_outputs(
         _remove_files(out_dir, (name for w in made if w not in wanted for name in w.files))
         timings = _run_writers(rows, ctx, wanted, on_phase)
     for warning in ctx.warnings:
-        log.warning("%s", warning)
+        log.info("%s", warning)  # the run's ending says them again as warnings
     return AssemblyReport(
         ctx.classes,
         tuple(ctx.warnings),
