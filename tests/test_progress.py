@@ -126,7 +126,7 @@ async def test_records_print_above_the_bars_and_the_final_bars_stay_once(records
     assert "80/80 good" in lines[-1] and lines[-1].endswith("done")
     # Every phase was drawn while it lasted.
     drawn = _ANSI.sub("", out.getvalue())
-    for phase in ("searching", "downloading", "dedup", "assembling", "archiving", "done"):
+    for phase in ("searching", "downloading", "dedup", "assembling", "done"):
         assert f"phase: {phase}" in drawn
 
 
