@@ -35,7 +35,7 @@ def render_ending(
         f"({per_class})",
         _dropped(totals.get("dropped", {})),
         f"dataset: {out_dir} (train {totals['train']:,}, test {totals['test']:,})",
-        f'load it: datasets.load_dataset("{out_dir.as_posix()}")',
+        f'load it: datasets.load_dataset("{out_dir.as_posix()}")  (pip install datasets)',
         f"look at: {out_dir / 'summary.txt'} (and ATTRIBUTION.md to credit the authors)",
     ]
     extra = list(unconfigured)
