@@ -138,13 +138,22 @@ class _Wait:
         return wait
 
 
+def _describe(exc: BaseException | None) -> str:
+    """Our own faults in their words; another exception with its type (its text may be empty)."""
+    if exc is None:
+        return "fault"
+    if isinstance(exc, TransientError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _log_retry(state: RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome else None
     wait = state.next_action.sleep if state.next_action else 0.0
     # Exception texts are built by our own code from redacted data (see flickr.redact).
     log.info(
         "retrying after %s (attempt %d, waiting %.1fs)",
-        f"{type(exc).__name__}: {exc}" if exc else "fault",
+        _describe(exc),
         state.attempt_number,
         wait,
     )
