@@ -7,6 +7,7 @@ for every key; keep the two in step.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import os
@@ -50,6 +51,11 @@ LICENSE_PRESETS: dict[str, tuple[int, ...]] = {
     "public-domain": (7, 8, 9, 10),
 }
 MAX_INT = 2**63 - 1
+# Beside the config file: photo ids to exclude, one a line (as well as the config's exclude:).
+EXCLUDE_FILE = "exclude.txt"
+MAX_PHOTO_ID_DIGITS = 19  # within a signed 64-bit integer; Flickr's ids have 11 digits today
+EXCLUDE_HINT = "give Flickr photo ids, e.g. exclude: [52841234567, '52841234568']"
+EXCLUDE_FILE_HINT = "write one Flickr photo id (its digits) per line; '#' starts a comment"
 MAX_NAME_CHARS = 100
 MAX_NAME_BYTES = 255  # ext4/APFS/NTFS limit on one path component
 ILLEGAL_NAME_CHARS = '<>:"|?*'
@@ -212,6 +218,9 @@ class Config:
     download: DownloadSettings = field(default_factory=DownloadSettings)
     dedup: DedupSettings = field(default_factory=DedupSettings)
     export: tuple[str, ...] = ()  # of EXPORT_FORMATS, in the order given
+    # Flickr photo ids never to keep, in any class: ``exclude:`` and exclude.txt beside the
+    # config (asyncds.exclude applies them).
+    exclude: frozenset[str] = frozenset()
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,7 +246,37 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
     except UnicodeDecodeError as exc:
         _fail(source, "not UTF-8 text", f"undecodable byte at offset {exc.start}; save as UTF-8")
     data = _parse_yaml(text, source)
-    return parse_config(data, source=source, environ=environ)
+    config = parse_config(data, source=source, environ=environ)
+    listed = read_exclude_file(path.parent / EXCLUDE_FILE)
+    if listed:
+        config = dataclasses.replace(config, exclude=config.exclude | listed)
+    return config
+
+
+def read_exclude_file(path: Path) -> frozenset[str]:
+    """The photo ids of an ``exclude.txt``: one a line, ``#`` starts a comment, blank lines
+    are fine. No file: none. A line that is not a photo id is a ``ConfigError``."""
+    source = str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return frozenset()
+    except IsADirectoryError:
+        _fail(source, "cannot read the exclude list", "it is a directory; make it a text file")
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        _fail(source, "cannot read the exclude list", f"{reason}; check its permissions")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        _fail(source, "not UTF-8 text", f"undecodable byte at offset {exc.start}; save as UTF-8")
+    check = _Checker(source)
+    ids: set[str] = set()
+    for number, line in enumerate(text.splitlines(), start=1):
+        item = line.split("#", 1)[0].strip()
+        if item:
+            ids.add(_photo_id(check, item, f"line {number}", EXCLUDE_FILE_HINT))
+    return frozenset(ids)
 
 
 class _DuplicateKeyError(yaml.constructor.ConstructorError):
@@ -317,6 +356,7 @@ TOP_KEYS = (
     "classes",
     "dedup",
     "download",
+    "exclude",
     "export",
     "flickr",
     "image",
@@ -513,7 +553,37 @@ def parse_config(
         download=_parse_download(check, top.get("download")),
         dedup=_parse_dedup(check, top.get("dedup")),
         export=_parse_export(check, top.get("export"), "export"),
+        exclude=_parse_exclude(check, top.get("exclude")),
     )
+
+
+def _parse_exclude(check: _Checker, value: object) -> frozenset[str]:
+    """``exclude:``: a list of photo ids, bare (YAML reads them as numbers) or quoted."""
+    if value is None:
+        return frozenset()
+    if not isinstance(value, list):
+        check.fail("exclude", f"must be a list of photo ids; got {_show(value)}", EXCLUDE_HINT)
+    return frozenset(
+        _photo_id(check, item, f"exclude[{index}]", EXCLUDE_HINT)
+        for index, item in enumerate(value)
+    )
+
+
+def _photo_id(check: _Checker, value: object, path: str, valid: str) -> str:
+    """A Flickr photo id as text: a whole number > 0, written bare or quoted."""
+    problem = "must be a Flickr photo id (a whole number > 0, as in the photo's page address)"
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value <= 0 or value.bit_length() > 63:
+            check.fail(path, problem, f"got {_show(value)}; {valid}")
+        return str(value)
+    if not isinstance(value, str):
+        check.fail(path, problem, f"got {_show(value)}; {valid}")
+    text = value.strip()
+    plain = text.isascii() and text.isdigit()
+    if not plain or text.startswith("0") or len(text) > MAX_PHOTO_ID_DIGITS or int(text) > MAX_INT:
+        shown = repr(text) if len(text) <= 60 else repr(text[:57]) + "..."
+        check.fail(path, problem, f"got {shown}; {valid}")
+    return text
 
 
 def parse_export(value: str, *, source: str = "--export") -> tuple[str, ...]:

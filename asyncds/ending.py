@@ -34,6 +34,7 @@ def render_ending(
         f"done in {wall_time_s:.1f} s: {totals['good']:,} of {totals['requested']:,} images "
         f"({per_class})",
         _dropped(totals.get("dropped", {})),
+        *_fixes(totals),
         f"dataset: {out_dir} (train {totals['train']:,}, test {totals['test']:,})",
         f'load it: datasets.load_dataset("{out_dir.as_posix()}")  (pip install datasets)',
         f"look at: {out_dir / 'summary.txt'} (and ATTRIBUTION.md to credit the authors)",
@@ -46,6 +47,14 @@ def render_ending(
             "them for classes); add --prune to delete them"
         )
     return Ending(tuple(lines), tuple(warnings))
+
+
+def _fixes(totals: Mapping[str, Any]) -> list[str]:
+    """A line for the user's own fixes (the exclude list, images deleted by hand), if any."""
+    excluded, by_hand = totals.get("excluded", 0), totals.get("removed_by_hand", 0)
+    parts = [f"{excluded:,} excluded"] if excluded else []
+    parts += [f"{by_hand:,} removed by hand"] if by_hand else []
+    return [f"your fixes: {', '.join(parts)} (replaced where Flickr had more)"] if parts else []
 
 
 def _dropped(dropped: Mapping[str, int]) -> str:

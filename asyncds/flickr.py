@@ -22,7 +22,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from contextlib import aclosing
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -793,15 +793,18 @@ async def collect_candidates(
     limit: int,
     start: int = FLICKR_EPOCH,
     end: int | None = None,
+    exclude: Collection[str] = (),
 ) -> list[Candidate]:
-    """Up to ``limit`` distinct candidates, fetching no page after the limit is reached."""
+    """Up to ``limit`` distinct candidates, fetching no page after the limit is reached.
+    Photo ids in ``exclude`` (the config's exclude list) are skipped."""
     found: list[Candidate] = []
     if limit <= 0:
         return found
     search = ClassSearch(client, spec, settings, max_side=max_side, start=start, end=end)
     async with aclosing(search.pages()) as results:
         async for result in results:
-            found.extend(result.candidates[: limit - len(found)])
+            wanted = [c for c in result.candidates if c.photo_id not in exclude]
+            found.extend(wanted[: limit - len(found)])
             if len(found) >= limit:
                 break
     return found

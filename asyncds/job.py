@@ -17,7 +17,7 @@ import os
 import resource
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,7 @@ from asyncds.assembly.exports import check_libraries, export_writers, exports_pr
 from asyncds.assembly.writers.urls_parquet import URLS_PARQUET_FILE, url_record, write_urls_parquet
 from asyncds.config import OUTPUT_FILE_NAMES, Config
 from asyncds.dedup import apply_dedup
+from asyncds.exclude import ASSEMBLED_META, apply_removals
 from asyncds.files import OutputLock, remove_temp_files, write_atomic
 from asyncds.flickr import Candidate, FlickrClient, collect_candidates
 from asyncds.imaging import HASH_VERSION, phash_to_hex
@@ -191,7 +192,12 @@ async def _search_only(config: Config, *, api_key: str, out_dir: Path, started: 
         async def one(spec_index: int) -> None:
             spec = config.classes[spec_index]
             found = await collect_candidates(
-                client, spec, config.flickr, max_side=config.image.max_side, limit=spec.count
+                client,
+                spec,
+                config.flickr,
+                max_side=config.image.max_side,
+                limit=spec.count,
+                exclude=config.exclude,
             )
             urls[spec.name] = [c.url for c in found]
             found_by_class[spec.name] = found
@@ -269,8 +275,11 @@ async def _run(
     reassemble: bool,
 ) -> JobResult:
     async with ImagePool(pool_size()) as pool:
+        # The user's fixes first, whatever the fingerprint says: a good image deleted by hand
+        # or newly excluded leaves the dataset and its place is filled again.
+        removals = await apply_removals(state, config, out_dir)
         await rehash_stored_images(state, out_dir, pool)
-        if await state.meta("assembled") != _fingerprint(config):
+        if await state.meta(ASSEMBLED_META) != _fingerprint(config):
             # New or changed dedup/split settings: re-judge what is stored before filling up.
             await apply_dedup(state, config, out_dir)
         return await _download_and_assemble(
@@ -281,7 +290,8 @@ async def _run(
             out_dir=out_dir,
             quiet=quiet,
             started=started,
-            reassemble=reassemble,
+            reassemble=reassemble or removals.changed,
+            blocked=removals.blocked,
         )
 
 
@@ -322,13 +332,22 @@ async def _download_and_assemble(
     quiet: bool,
     started: float,
     reassemble: bool,
+    blocked: Mapping[str, str],
 ) -> JobResult:
     progress = await initial_progress(config, state)
     images_before = sum(p.good for p in progress.values())
     phases = PhaseTimes()
     with ProgressDisplay(progress, quiet=quiet) as display:
         rounds, api_calls = await _download(
-            config, state, pool, progress, display, phases, api_key=api_key, out_dir=out_dir
+            config,
+            state,
+            pool,
+            progress,
+            display,
+            phases,
+            api_key=api_key,
+            out_dir=out_dir,
+            blocked=blocked,
         )
         wall = time.monotonic() - started
         fetched = max(0, sum(p.good for p in progress.values()) - images_before)
@@ -339,7 +358,7 @@ async def _download_and_assemble(
         unchanged = rounds == 0 and not reassemble and not tidied.changed
         if (
             unchanged
-            and await state.meta("assembled") == fingerprint
+            and await state.meta(ASSEMBLED_META) == fingerprint
             and _artifacts_exist(out_dir, config)
         ):
             # A rerun on a finished folder: nothing new, so no file is rewritten.
@@ -353,7 +372,7 @@ async def _download_and_assemble(
                     state, config, out_dir, stats, on_phase=display.report_phase
                 )
             phases.seconds["of which the archive"] = report.archive_s
-            await state.set_meta("assembled", fingerprint)
+            await state.set_meta(ASSEMBLED_META, fingerprint)
         display.phase = "done"
     usage = resource.getrusage(resource.RUSAGE_SELF)
     log.info(
@@ -375,6 +394,7 @@ async def _download(
     *,
     api_key: str,
     out_dir: Path,
+    blocked: Mapping[str, str],
 ) -> tuple[int, int]:
     """Download rounds until every class is full or exhausted (dedup may reopen a class).
     Returns the rounds run and the API calls made."""
@@ -398,6 +418,7 @@ async def _download(
                     session=session,
                     pool=pool,
                     progress=progress,
+                    blocked=blocked,
                 ).run()
             display.phase = "dedup"
             with phases.timed("dedup"):

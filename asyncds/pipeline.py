@@ -11,6 +11,8 @@
 - Pool jobs go in batches (:class:`asyncds.pool.ImagePool`): images that wait while every
   worker is busy leave together, so a busy run sends a few dozen per message and an idle one
   sends each image at once, never waiting for a batch to fill.
+- A candidate whose photo id the user excluded or deleted by hand (``asyncds.exclude``) is
+  stored as ``excluded`` when its page is, and never downloaded, whichever class found it.
 - The hot path does per image only what it must: a candidate found by this run's search is
   downloaded without first asking the disk whether its file exists; only candidates left
   pending by an earlier run are first offered to the pool to adopt a file already written.
@@ -29,6 +31,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,8 +113,11 @@ class Pipeline:
         session: aiohttp.ClientSession,
         pool: ImagePool,
         progress: dict[str, ClassProgress],
+        blocked: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
+        # Photo ids never to download, in any class (asyncds.exclude): id -> why.
+        self.blocked: Mapping[str, str] = blocked or {}
         self.out_dir = out_dir
         self.state = state
         self.client = client
@@ -190,9 +196,13 @@ class Pipeline:
                 cursor=page.cursor.to_json(),
                 exhausted=page.cursor.exhausted,
                 total=page.total,
+                blocked=self.blocked,
             )
             progress.candidates += len(rows)
             for row in rows:
+                if row.status != Status.PENDING:  # an excluded photo: stored, never fetched
+                    progress.failed += 1
+                    continue
                 if not await self._enqueue(row, progress, resumed=False):
                     return
         progress.exhausted = True

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import sqlite3
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from enum import StrEnum
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "asyncds-state.sqlite"
 STREAM_CACHE_KIB = 512  # page cache of a RowStream's connection
+_IN_CHUNK = 500  # ids per "IN (...)" query: well under SQLite's limit on parameters
 
 T = TypeVar("T")
 
@@ -55,6 +57,9 @@ class Status(StrEnum):
     DUPLICATE = "duplicate"
     NEAR_DUPLICATE = "near_duplicate"
     CROSS_CLASS = "cross_class"
+    # the user's fixes (asyncds.exclude): never downloaded again, in any class
+    EXCLUDED = "excluded"  # its photo id is in the exclude list
+    REMOVED_BY_USER = "removed_by_user"  # a good image whose file was deleted by hand
 
 
 DEDUP_STATUSES = frozenset({Status.DUPLICATE, Status.NEAR_DUPLICATE, Status.CROSS_CLASS})
@@ -147,6 +152,7 @@ CREATE TABLE IF NOT EXISTS candidates (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS candidates_order ON candidates (label, seq);
 CREATE INDEX IF NOT EXISTS candidates_status ON candidates (label, status);
+CREATE INDEX IF NOT EXISTS candidates_photo ON candidates (photo_id);
 CREATE TABLE IF NOT EXISTS searches (
     label TEXT PRIMARY KEY,
     cursor TEXT,
@@ -214,14 +220,17 @@ class StateStore:
         cursor: str,
         exhausted: bool,
         total: int,
+        blocked: Mapping[str, str] | None = None,
     ) -> list[CandidateRow]:
         """Store a search page's new candidates and the class's cursor in one transaction.
 
         Returns the rows actually inserted (ids already known for this class are skipped),
-        numbered in search order after the class's existing rows.
+        numbered in search order after the class's existing rows. A candidate whose photo id
+        is in ``blocked`` (id -> reason: excluded or removed by the user) is stored as
+        ``excluded`` with that reason, never ``pending``: nothing downloads it.
         """
         return await self._run(
-            self._add_page_sync, label, list(candidates), cursor, exhausted, total
+            self._add_page_sync, label, list(candidates), cursor, exhausted, total, blocked or {}
         )
 
     def record(self, outcome: Outcome) -> bool:
@@ -313,6 +322,20 @@ class StateStore:
             result.setdefault(label, Counter())[status] = n
         return result
 
+    async def rows_of_photos(self, photo_ids: Collection[str]) -> list[CandidateRow]:
+        """Every row, in any class and status, of these photo ids (by class and rank)."""
+        ids = sorted(set(photo_ids))
+        found: list[tuple[Any, ...]] = []
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            found += await self._run(
+                self._fetchall,
+                f"SELECT {', '.join(_ROW_COLUMNS)} FROM candidates"
+                f" WHERE photo_id IN ({', '.join('?' * len(chunk))})",
+                tuple(chunk),
+            )
+        return sorted((CandidateRow(*r) for r in found), key=lambda r: (r.label, r.seq))
+
     async def meta(self, key: str) -> str | None:
         row = await self._run(self._fetchone, "SELECT value FROM meta WHERE key = ?", (key,))
         return row[0] if row else None
@@ -364,7 +387,13 @@ class StateStore:
             conn.executemany(sql, params)
 
     def _add_page_sync(
-        self, label: str, candidates: list[Candidate], cursor: str, exhausted: bool, total: int
+        self,
+        label: str,
+        candidates: list[Candidate],
+        cursor: str,
+        exhausted: bool,
+        total: int,
+        blocked: Mapping[str, str],
     ) -> list[CandidateRow]:
         inserted: list[CandidateRow] = []
         with self._transaction() as conn:
@@ -385,10 +414,14 @@ class StateStore:
                     license=c.license,
                     date_upload=c.date_upload,
                 )
+                if c.photo_id in blocked:
+                    row = dataclasses.replace(
+                        row, status=Status.EXCLUDED, reason=blocked[c.photo_id]
+                    )
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO candidates (label, photo_id, seq, url, width, height,"
-                    " owner, ownername, title, license, date_upload)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " owner, ownername, title, license, date_upload, status, reason)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         row.label,
                         row.photo_id,
@@ -401,6 +434,8 @@ class StateStore:
                         row.title,
                         row.license,
                         row.date_upload,
+                        row.status,
+                        row.reason,
                     ),
                 )
                 if cur.rowcount:

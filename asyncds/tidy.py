@@ -14,8 +14,10 @@ assembly, the job:
   longer needs (a pending candidate only ever adopts its file as a shortcut);
 - removes the configured class folders left empty (a class that ended with no image).
 
-Rows whose file went missing stay ``ok`` (assembly leaves them out with a warning), exactly as
-:func:`asyncds.assembly.dataset.select` sees them, so this never changes which images the
+A good image deleted by hand is recorded as ``removed_by_user`` when the job starts
+(:mod:`asyncds.exclude`) and replaced; a file that disappears during the run leaves its row
+``ok`` (assembly leaves it out with a warning, the next run replaces it), exactly as
+:func:`asyncds.assembly.dataset.select` sees it, so this never changes which images the
 dataset holds. Dedup-dropped files are deleted by :func:`asyncds.dedup.apply_dedup`.
 """
 

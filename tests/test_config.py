@@ -960,8 +960,8 @@ def test_error_names_key_path_in_one_line(text: str, key_path: str, fragment: st
 
 def test_unknown_key_message_matches_the_documented_form() -> None:
     assert error_of(BASE + "colour: red\n") == (
-        "config.yaml: colour: unknown key; valid keys here are classes, dedup, download, export, "
-        "flickr, image, output_dir, subset, train_test_split"
+        "config.yaml: colour: unknown key; valid keys here are classes, dedup, download, exclude, "
+        "export, flickr, image, output_dir, subset, train_test_split"
     )
 
 

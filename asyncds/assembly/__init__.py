@@ -49,9 +49,10 @@ from asyncds.state import StateStore
 log = logging.getLogger(__name__)
 
 # Bump when an unchanged state and config would give other artifacts (2: the split ranks by
-# SHA-256 of seed:path; 3: ATTRIBUTION.md, licenses in the summary): a folder assembled by an
-# older version is then re-assembled.
-ASSEMBLY_VERSION = 3
+# SHA-256 of seed:path; 3: ATTRIBUTION.md, licenses in the summary; 4: the drop reasons
+# excluded and removed_by_user in the summary): a folder assembled by an older version is then
+# re-assembled.
+ASSEMBLY_VERSION = 4
 
 __all__ = [
     "ASSEMBLY_VERSION",

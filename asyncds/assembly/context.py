@@ -48,7 +48,10 @@ class ClassSummary:
     dropped: Mapping[str, int]  # every drop reason, zeros included
     pending: int  # found but never downloaded
     surplus: int  # good but beyond ``count`` (left in the folder, not in the dataset)
-    missing_files: int  # recorded good but the file is gone: left out
+    # recorded good but the file is gone: left out. A job records a file deleted by hand as
+    # removed_by_user (and replaces it) before assembly, so only a file gone during the run
+    # counts here; the next run replaces it.
+    missing_files: int
     search_exhausted: bool
     tags: tuple[str, ...]
     warning: str | None
@@ -56,6 +59,16 @@ class ClassSummary:
     @property
     def dropped_total(self) -> int:
         return sum(self.dropped.values())
+
+    @property
+    def excluded(self) -> int:
+        """Taken out by the exclude list (or deleted by hand in another class), replaced."""
+        return self.dropped.get(Status.EXCLUDED, 0)
+
+    @property
+    def removed_by_hand(self) -> int:
+        """Good images whose file the user deleted, noticed by a rerun and replaced."""
+        return self.dropped.get(Status.REMOVED_BY_USER, 0)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -69,6 +82,8 @@ class ClassSummary:
             "pending": self.pending,
             "surplus": self.surplus,
             "missing_files": self.missing_files,
+            "excluded": self.excluded,
+            "removed_by_hand": self.removed_by_hand,
             "short": self.good < self.requested,
             "search_exhausted": self.search_exhausted,
             "tags": list(self.tags),
@@ -176,7 +191,7 @@ def class_warnings(classes: Sequence[ClassSummary], split: SplitCounts) -> list[
     warnings = [c.warning for c in classes if c.warning]
     warnings += [
         f"{c.label}: {images(c.missing_files)} recorded as downloaded but missing from the "
-        "folder: left out"
+        "folder: left out (the next run replaces them)"
         for c in classes
         if c.missing_files
     ]

@@ -1,5 +1,6 @@
 """``summary.json`` (for programs) and ``summary.txt`` (the same facts, for people): per class
-requested / candidates / good / train / test / dropped by reason, the split, the run.
+requested / candidates / good / train / test / dropped by reason (the exclude list and images
+removed by hand among them), the split, the run.
 
 It runs after the other writers (it is near the end of the registry) so that a writer's
 ``ctx.summary_fields`` and ``ctx.warnings`` make it into the report."""
@@ -30,6 +31,8 @@ _TOTAL_KEYS = (
     "pending",
     "surplus",
     "missing_files",
+    "excluded",
+    "removed_by_hand",
 )
 
 
@@ -113,6 +116,15 @@ def _license_lines(licenses: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _fixes(c: Mapping[str, Any]) -> str:
+    parts = []
+    if c.get("excluded"):
+        parts.append(f"{images(c['excluded'])} excluded")
+    if c.get("removed_by_hand"):
+        parts.append(f"{images(c['removed_by_hand'])} removed by hand")
+    return ", ".join(parts)
+
+
 def render_summary(summary: Mapping[str, Any]) -> str:
     """``summary.txt``: the same facts as ``summary.json``, for people."""
     columns = ("requested", "candidates", "good", "train", "test", "dropped_total", "pending")
@@ -136,6 +148,13 @@ def render_summary(summary: Mapping[str, Any]) -> str:
     ]
     if leftovers:
         lines += ["surplus:", *leftovers]
+    fixes = [
+        f"  {label}: {_fixes(c)}"
+        for label, c in summary["classes"].items()
+        if c.get("excluded") or c.get("removed_by_hand")
+    ]
+    if fixes:
+        lines += ["removed by you (replaced from further search results):", *fixes]
     lines.append("")
     if summary.get("licenses"):  # from the attribution writer
         lines += [*_license_lines(summary["licenses"]), ""]
