@@ -4,6 +4,7 @@ tests/test_report_browser.py): counts, inline data, escaping, no network, size a
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import io
 import json
@@ -18,8 +19,11 @@ from PIL import Image
 from asyncds.assembly import assemble_outputs, write_outputs
 from asyncds.assembly.writers.preview import PREVIEW_CELL, PREVIEW_COLS, preview_name
 from asyncds.assembly.writers.report import (
+    AUTHOR_BYTES,
     REPORT_FILE,
+    TITLE_BYTES,
     collided_path,
+    cut,
     script_json,
 )
 from asyncds.config import ClassSpec, Config, ConfigError, SplitSpec, load_config
@@ -31,7 +35,8 @@ from asyncds.worker import SheetJob, render_sheets
 from tests import factories
 from tests.test_assemble import STATS, build_state, jpeg, make_config
 
-HOSTILE = "</script><script>alert(1)</script><img src=x onerror=alert(2)> & \"q\" 'a' <!--"
+# An author is cut to 50 bytes in the page: the markup that matters comes first.
+HOSTILE = "<img src=x onerror=alert(2)></script><script>alert(1)</script> & \"q\" 'a' <!--"
 FLICKR_PAGE = "https://www.flickr.com/photos/"
 
 
@@ -179,7 +184,14 @@ def test_user_text_is_escaped_everywhere(tmp_path: Path):
     data = report_data(page)
     assert [c["label"] for c in data["classes"]] == ["cat", "a&b 'c'"]
     row = data["classes"][0]["rows"][0]
-    assert row[2] == HOSTILE and row[5].startswith(HOSTILE)
+    assert row[2] == HOSTILE[:AUTHOR_BYTES] and row[5].startswith(HOSTILE)
+
+
+def test_text_is_cut_to_bytes_at_a_character_boundary():
+    assert cut("  a\n b\x00c ", 50) == "a bc"
+    assert cut("é" * 60, 50) == "é" * 25
+    assert cut("日本" * 30, 50) == "日本" * 8  # 48 bytes: a third character would pass 50
+    assert len(cut("x" * 300, TITLE_BYTES)) == TITLE_BYTES
 
 
 def test_script_json_leaves_no_markup_and_reads_back_the_same():
@@ -230,6 +242,7 @@ async def test_dropped_near_duplicates_are_shown_with_the_image_they_collided_wi
     assert data["dropped_total"] == data["dropped_shown"] == 2
 
 
+@pytest.mark.slow
 def test_three_classes_of_20000_images_stay_within_15_mb(tmp_path: Path):
     out = tmp_path / "out"
     labels = ("cat", "dog", "sports car")
@@ -313,7 +326,10 @@ async def test_previews_are_a_seeded_sample_rendered_in_the_pool(tmp_path: Path)
     page = (out / REPORT_FILE).read_bytes()
     # In this thread, from the rows in another order: the same bytes (no clock in the page).
     random.Random(3).shuffle(rows)
-    await asyncio.to_thread(write_outputs, rows, make_config(out), out, STATS)
+    exhausted = {"sports car": True}  # as the state says, for the same warnings
+    await asyncio.to_thread(
+        functools.partial(write_outputs, exhausted=exhausted), rows, make_config(out), out, STATS
+    )
     assert {p.name: p.read_bytes() for p in out.glob("preview-*.jpg")} == first
     assert (out / REPORT_FILE).read_bytes() == page
     with Image.open(out / "preview-cat.jpg") as sheet:

@@ -6,9 +6,10 @@ Files at the folder's root, not a folder: any folder there would be one more cla
 ``seeded_key(f"{split seed}:preview", path)`` (deterministic: the same images give the same
 sheet, whatever order they arrived in), laid out in that order. The sheets are rendered in the
 imaging pool (``ctx.render_sheets``: the job hands them from this thread to its event loop;
-without a pool, as in tests, they are rendered here). Rendering costs about 1 ms per image (48
-small decodes and one encode per class). A class with no image has no preview, and a preview of
-a class no longer in the dataset is removed.
+without a pool, as in tests, they are rendered here). A sheet of 48 stored 240-px images takes
+about 47 ms (48 DCT-scaled decodes and one encode; measured on this 2-core machine), so the
+hand-off costs nothing that matters either way. A class with no image has no preview, and a
+preview of a class no longer in the dataset is removed.
 """
 
 from __future__ import annotations

@@ -15,9 +15,10 @@ which carries it) is unpacked. The only absolute URLs are the links to the photo
 built by the page's script from one prefix.
 
 It streams: the ordered pass writes each class's rows as compact JSON arrays
-(``[photo id, license id, author, owner, split, title, path or 0]``, about 90 bytes an image)
+(``[photo id, license id, author, owner, split, title, path or 0]``: about 70 bytes an image,
+at most about 210 with the text cut to :data:`TITLE_BYTES` and :data:`AUTHOR_BYTES`)
 to an anonymous temporary file per class, and ``finish`` copies them into the page, so memory is
-one batch whatever the dataset's size; 3 classes of 20,000 images make a page of about 6 MB.
+one batch whatever the dataset's size; 3 classes of 20,000 images make a page of 4 to 13 MB.
 The page draws only the thumbnails in view (a windowed grid: absolutely placed cells for the
 visible rows, redrawn on scroll), so 20,000 a class stay usable.
 
@@ -49,7 +50,11 @@ from asyncds.files import image_relpath
 from asyncds.state import Status
 
 REPORT_FILE = "report.html"
-TITLE_CHARS = 100  # a title is cut to this in the page (the full one is in metadata.jsonl)
+# Text is cut to these many UTF-8 bytes in the page (metadata.jsonl has it whole), so that an
+# image costs at most about 210 bytes: 60,000 images stay under 15 MB whatever their text.
+TITLE_BYTES = 100
+AUTHOR_BYTES = 50
+OWNER_BYTES = 30
 DROPPED_LIMIT = 5000  # dropped images shown at most (the summary counts them all)
 DROPPED_SHOWN = (Status.NEAR_DUPLICATE, Status.CROSS_CLASS)  # exact duplicates need no look
 
@@ -86,18 +91,26 @@ def collided_path(label: str, photo_id: str, reason: str) -> str:
     return m.group("path") or m.group("near") or ""
 
 
+def cut(text: str, size: int) -> str:
+    """``text`` on one line (:func:`plain`), cut to at most ``size`` UTF-8 bytes at a
+    character boundary."""
+    text = plain(text)
+    if len(text) * 4 <= size:  # short enough whatever its characters
+        return text
+    return text.encode()[:size].decode("utf-8", "ignore")
+
+
 def _row_record(row: Any, split: str) -> str:
     path = relpath(row)
     usual = path == image_relpath(row.label, row.photo_id)
-    author = plain(row.ownername)
     return json_compact(
         [
             row.photo_id,
             row.license,
-            author,
-            plain(row.owner),
+            cut(row.ownername, AUTHOR_BYTES),
+            cut(row.owner, OWNER_BYTES),
             1 if split == "test" else 0,
-            plain(row.title)[:TITLE_CHARS],
+            cut(row.title, TITLE_BYTES),
             0 if usual else path,
         ]
     )
