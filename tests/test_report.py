@@ -351,3 +351,17 @@ def test_a_class_named_like_a_preview_is_refused(tmp_path: Path):
     config.write_text("classes:\n  - name: Preview-cat.JPG\n    count: 3\n")
     with pytest.raises(ConfigError, match="preview"):
         load_config(config)
+
+
+def test_fresh_deletes_the_previews_and_no_preview_may_be_a_link(tmp_path: Path):
+    from asyncds.cli import written_names
+    from asyncds.job import fresh_targets
+
+    config = make_config(tmp_path)
+    for name in ("preview-cat.jpg", "preview-gone.jpg", "report.html"):
+        (tmp_path / name).write_bytes(b"x")
+    targets = {p.name for p in fresh_targets(config, tmp_path)}
+    assert {"preview-cat.jpg", "preview-gone.jpg", "report.html"} <= targets
+    assert {"preview-cat.jpg", "preview-sports car.jpg", "report.html"} <= set(
+        written_names(config)
+    )
