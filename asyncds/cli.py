@@ -417,10 +417,18 @@ def print_ending(
 
 def written_names(config: Config) -> list[str]:
     """Every entry asyncds writes at the top of the output folder (none may be a link)."""
+    from asyncds.assembly.writers.preview import preview_name
     from asyncds.config import OUTPUT_FILE_NAMES
 
     state = [STATE_FILE, f"{STATE_FILE}-wal", f"{STATE_FILE}-shm", f"{STATE_FILE}-journal"]
-    return [LOCK_FILE, *state, *sorted(OUTPUT_FILE_NAMES), *(c.name for c in config.classes)]
+    previews = [preview_name(c.name) for c in config.classes]
+    return [
+        LOCK_FILE,
+        *state,
+        *sorted(OUTPUT_FILE_NAMES),
+        *previews,
+        *(c.name for c in config.classes),
+    ]
 
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)

@@ -79,6 +79,7 @@ OUTPUT_FILE_NAMES = frozenset(
         "ATTRIBUTION.md",
         "README.md",
         "croissant.json",
+        "report.html",
         "asyncds.log",
         "asyncds-state.sqlite",
     }
@@ -705,6 +706,8 @@ def _class_name(check: _Checker, value: object, path: str) -> str:
     # Any case: a class "readme.md" or "attribution.md" clashes on macOS/Windows.
     if name.lower() in {n.lower() for n in OUTPUT_FILE_NAMES}:
         check.fail(path, f"{name!r} is the name of an output file asyncds writes", valid)
+    if name.lower().startswith("preview-") and name.lower().endswith(".jpg"):
+        check.fail(path, f"{name!r} is the name of a class preview asyncds writes", valid)
     return name
 
 

@@ -37,7 +37,8 @@ def render_ending(
         *_fixes(totals),
         f"dataset: {out_dir} (train {totals['train']:,}, test {totals['test']:,})",
         f'load it: datasets.load_dataset("{out_dir.as_posix()}")  (pip install datasets)',
-        f"look at: {out_dir / 'summary.txt'} (and ATTRIBUTION.md to credit the authors)",
+        f"look at: {out_dir / 'report.html'} in a browser (tick photos to exclude them), "
+        f"{out_dir / 'summary.txt'}, and ATTRIBUTION.md to credit the authors",
     ]
     extra = list(unconfigured)
     warnings = list(summary.get("warnings", []))

@@ -436,3 +436,58 @@ def _decode_reason(fmt: str, exc: BaseException) -> str:
 
 def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
+
+
+# -- contact sheets (the preview files beside the class folders) -----------------------------
+
+_SHEET_BACKGROUND = (32, 32, 32)
+_SHEET_MISSING = (96, 96, 96)  # a cell whose image did not decode
+_SHEET_GAP = 2
+
+
+def contact_sheet(
+    images: Sequence[bytes | None], cols: int, cell: int, *, quality: int = 85
+) -> bytes:
+    """A JPEG grid of ``images`` (stored JPEG bytes), ``cols`` wide, each fitted into a
+    ``cell``-pixel square and centred, row by row in the order given.
+
+    Pure and deterministic (same bytes in, same bytes out). An image that is None or does not
+    decode is a plain grey cell, never an exception: one damaged file must not cost a class its
+    preview. Each image is decoded DCT-scaled (``draft``) to about the cell's size.
+    """
+    if cols < 1 or cell < 1:
+        raise ValueError("cols and cell must be positive")
+    n = max(1, len(images))
+    cols = min(cols, n)
+    rows = -(-n // cols)
+    step = cell + _SHEET_GAP
+    sheet = Image.new(
+        "RGB", (cols * step + _SHEET_GAP, rows * step + _SHEET_GAP), _SHEET_BACKGROUND
+    )
+    for i, data in enumerate(images):
+        x = _SHEET_GAP + (i % cols) * step
+        y = _SHEET_GAP + (i // cols) * step
+        thumb = _sheet_cell(data, cell)
+        if thumb is None:
+            sheet.paste(_SHEET_MISSING, (x, y, x + cell, y + cell))
+            continue
+        sheet.paste(thumb, (x + (cell - thumb.width) // 2, y + (cell - thumb.height) // 2))
+    out = io.BytesIO()
+    sheet.save(out, "JPEG", quality=quality, optimize=True)
+    return out.getvalue()
+
+
+def _sheet_cell(data: bytes | None, cell: int) -> Image.Image | None:
+    if not data:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data), formats=("JPEG",)) as im:
+                im.draft("RGB", (cell, cell))
+                im.load()
+                rgb = im.convert("RGB")
+        rgb.thumbnail((cell, cell), Image.Resampling.BICUBIC)
+        return rgb
+    except Exception:  # not a JPEG, truncated, a bomb: a grey cell
+        return None

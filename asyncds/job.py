@@ -26,6 +26,7 @@ import aiohttp
 
 from asyncds.assembly import ASSEMBLY_VERSION, RunStats, assemble_outputs
 from asyncds.assembly.exports import check_libraries, export_writers, exports_present
+from asyncds.assembly.writers.preview import PREVIEW_PATTERN
 from asyncds.assembly.writers.urls_parquet import URLS_PARQUET_FILE, url_record, write_urls_parquet
 from asyncds.config import OUTPUT_FILE_NAMES, Config
 from asyncds.dedup import apply_dedup
@@ -127,11 +128,13 @@ def pool_size() -> int:
 
 
 def fresh_targets(config: Config, out_dir: Path) -> list[Path]:
-    """What ``--fresh`` deletes: the state, the artifacts and the configured class folders."""
+    """What ``--fresh`` deletes: the state, the artifacts (previews and export shards too) and
+    the configured class folders."""
     names = [*sorted(OUTPUT_FILE_NAMES), f"{STATE_FILE}-wal", f"{STATE_FILE}-shm"]
     names += [spec.name for spec in config.classes]
     targets = [out_dir / name for name in names if (out_dir / name).exists()]
-    shards = {p for w in export_writers() for pattern in w.files for p in out_dir.glob(pattern)}
+    patterns = [PREVIEW_PATTERN, *(pattern for w in export_writers() for pattern in w.files)]
+    shards = {p for pattern in patterns for p in out_dir.glob(pattern)}
     return targets + sorted(shards - set(targets))
 
 
@@ -158,7 +161,8 @@ def _fingerprint(config: Config) -> str:
 
 
 def _artifacts_exist(out_dir: Path, config: Config) -> bool:
-    # README.md and croissant.json too: a folder finished before they existed gets them.
+    # README.md, croissant.json and report.html too: a folder finished before they existed
+    # gets them.
     required = (
         "train_test_split.json",
         "dataset.tgz",
@@ -166,6 +170,7 @@ def _artifacts_exist(out_dir: Path, config: Config) -> bool:
         "summary.txt",
         "README.md",
         "croissant.json",
+        "report.html",
     )
     # Exports are not in the fingerprint: one newly asked for on a finished folder is missing
     # here, which re-assembles; one no longer asked for stays until the dataset changes.
@@ -369,7 +374,7 @@ async def _download_and_assemble(
                 stats = RunStats(wall_time_s=wall, api_calls=api_calls, images_fetched=fetched)
                 # Writers report "archiving" and "exporting" from the assembly's thread.
                 report = await assemble_outputs(
-                    state, config, out_dir, stats, on_phase=display.report_phase
+                    state, config, out_dir, stats, on_phase=display.report_phase, pool=pool
                 )
             phases.seconds["of which the archive"] = report.archive_s
             await state.set_meta(ASSEMBLED_META, fingerprint)

@@ -34,7 +34,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from asyncds.files import read_file, write_atomic
-from asyncds.imaging import ImageOptions, ImageResult, process_image_safely, stored_phash
+from asyncds.imaging import (
+    ImageOptions,
+    ImageResult,
+    contact_sheet,
+    process_image_safely,
+    stored_phash,
+)
 
 MISSING = "missing"  # an adoption job found no file: the candidate must be downloaded
 _PR_SET_PDEATHSIG = 1
@@ -94,9 +100,37 @@ def rehash_files(paths: Sequence[str], options: object = None) -> list[int | Non
     return hashes
 
 
+@dataclass(frozen=True, slots=True)
+class SheetJob:
+    """One contact sheet: the stored images (absolute paths, in grid order) and its file."""
+
+    target: str
+    sources: tuple[str, ...]
+    cols: int
+    cell: int
+
+
+def render_sheets(jobs: Sequence[SheetJob], options: object = None) -> list[int]:
+    """Render and write each contact sheet (atomically); the bytes of each. A source that is
+    missing or unreadable is a grey cell; an ``OSError`` from the write fails the batch."""
+    sizes = []
+    for job in jobs:
+        images: list[bytes | None] = []
+        for source in job.sources:
+            try:
+                images.append(read_file(source))
+            except OSError:  # gone, or a link planted in a class folder (never read)
+                images.append(None)
+        data = contact_sheet(images, job.cols, job.cell)
+        write_atomic(job.target, data)
+        sizes.append(len(data))
+    return sizes
+
+
 BATCH_FUNCTIONS: dict[str, Callable[[Any, Any], list[Any]]] = {
     "image": run_batch,
     "rehash": rehash_files,
+    "sheet": render_sheets,
 }
 _HEADER = struct.Struct("!I")
 

@@ -42,6 +42,10 @@ ARTIFACTS = {
     "summary.json",
     "README.md",
     "croissant.json",
+    "report.html",
+    "preview-cat.jpg",
+    "preview-dog.jpg",
+    "preview-sports car.jpg",
 }
 METADATA_FIELDS = [
     "file_name",

@@ -77,6 +77,11 @@ ARCHIVE_MEMBERS = [
     "metadata.jsonl",
     "owl",
     "owl/5.jpg",
+    # The contact sheets and the report: added after the digests were taken, like README.md.
+    "preview-cat.jpg",
+    "preview-owl.jpg",
+    "preview-sports car.jpg",
+    "report.html",
     "sports car",
     "sports car/7.jpg",
     "sports car/71.jpg",

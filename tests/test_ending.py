@@ -33,7 +33,7 @@ def test_the_ending_names_the_outcome_the_top_reasons_and_the_next_steps():
     assert "too_small 1, other 1" in text  # past the top three, summed
     assert "dataset: outputs/demo (train 27, test 7)" in text
     assert 'load it: datasets.load_dataset("outputs/demo")' in text
-    assert "summary.txt" in text
+    assert "outputs/demo/report.html in a browser" in text and "summary.txt" in text
     assert ending.warnings[0].startswith("axolotl: 4 of 10")
     assert "old" in ending.warnings[1] and "--prune" in ending.warnings[1]
 

@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from asyncds.assembly.context import (
     DROP_REASONS,
@@ -37,6 +38,7 @@ from asyncds.assembly.context import (
     ClassSummary,
     Output,
     RunStats,
+    SheetRenderer,
     class_summaries,
     class_warnings,
 )
@@ -45,6 +47,10 @@ from asyncds.assembly.writers import WRITERS, Writer
 from asyncds.config import Config
 from asyncds.files import TEMP_MARKER
 from asyncds.state import StateStore
+
+if TYPE_CHECKING:
+    from asyncds.pool import ImagePool
+    from asyncds.worker import SheetJob
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +80,7 @@ def write_outputs(
     exhausted: Mapping[str, bool] | None = None,
     writers: Sequence[Callable[[], Writer]] = WRITERS,
     on_phase: Callable[[str], None] | None = None,
+    render_sheets: SheetRenderer | None = None,
 ) -> AssemblyReport:
     """Write every artifact from the state's rows (blocking; run it in a thread).
 
@@ -81,9 +88,12 @@ def write_outputs(
     the dataset's rows by path (the writers' ordered pass). ``exhausted`` says per class whether
     its search ran dry (for the short-class warning). ``writers`` defaults to every artifact.
     ``on_phase`` hears each writer's ``phase`` (archiving, exporting) as its finish begins.
+    ``render_sheets`` renders the preview contact sheets (the job's imaging pool); without it
+    they are rendered in this thread.
     """
     with DatasetIndex([spec.name for spec in config.classes]) as dataset:
         ctx = _prepare(rows, config, out_dir, stats, dataset, exhausted or {})
+        ctx.render_sheets = render_sheets
         made = [make() for make in writers]
         # Every writer's leftovers go, also those of a writer this config does not want.
         _clean_stale_temps(out_dir, (name for w in made for name in w.files))
@@ -125,6 +135,7 @@ def _prepare(
         subset=subset,
         classes=classes,
         warnings=class_warnings(classes, split),
+        rows=rows,
     )
 
 
@@ -182,13 +193,17 @@ async def assemble_outputs(
     stats: RunStats,
     *,
     on_phase: Callable[[str], None] | None = None,
+    pool: ImagePool | None = None,
 ) -> AssemblyReport:
     """Write every artifact from the state (the blocking work, streaming reads included, runs
-    in a thread)."""
+    in a thread). With ``pool``, the preview contact sheets are rendered in its workers: the
+    assembly's thread hands them to the event loop and waits (the loop is free meanwhile: it
+    only awaits this thread)."""
     await state.flush()  # the stream reads only what is committed
     exhausted = {
         spec.name: (await state.search_state(spec.name)).exhausted for spec in config.classes
     }
+    render = None if pool is None else _pool_renderer(pool, asyncio.get_running_loop())
     report = await asyncio.to_thread(
         write_outputs,
         state.stream(),
@@ -197,6 +212,7 @@ async def assemble_outputs(
         stats,
         exhausted=exhausted,
         on_phase=on_phase,
+        render_sheets=render,
     )
     log.info(
         "dataset: %d images in %d classes written to %s",
@@ -205,3 +221,19 @@ async def assemble_outputs(
         out_dir,
     )
     return report
+
+
+# Long enough for any number of sheets (48 small decodes each), short of a hang for ever if the
+# loop went away while this thread waited.
+_SHEETS_TIMEOUT_S = 900.0
+
+
+def _pool_renderer(pool: ImagePool, loop: asyncio.AbstractEventLoop) -> SheetRenderer:
+    """A :data:`SheetRenderer` for the assembly's thread: the sheets go to ``pool`` through
+    the event loop (the pool is the loop's; this thread only waits for the answer)."""
+
+    def render(jobs: Sequence[SheetJob]) -> list[int]:
+        future = asyncio.run_coroutine_threadsafe(pool.map("sheet", list(jobs)), loop)
+        return future.result(timeout=_SHEETS_TIMEOUT_S)
+
+    return render

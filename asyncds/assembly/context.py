@@ -9,14 +9,21 @@ job gets back.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from asyncds.assembly.dataset import DatasetIndex, Selection, SplitCounts, images
+from asyncds.assembly.dataset import DatasetIndex, Rows, Selection, SplitCounts, images
 from asyncds.config import Config
 from asyncds.state import Status
+
+if TYPE_CHECKING:
+    from asyncds.worker import SheetJob
+
+# Renders contact sheets (blocking) and returns each one's size: the job's sends them to the
+# imaging pool on the event loop; without one they are rendered in the assembly's thread.
+SheetRenderer = Callable[[Sequence["SheetJob"]], list[int]]
 
 # Every status that takes a candidate out of the dataset, in the order reports list them.
 DROP_REASONS: tuple[str, ...] = tuple(
@@ -116,6 +123,10 @@ class AssemblyContext:
     # Extra top-level sections of summary.json a writer contributes (e.g. counts per license);
     # the summary writer adds them after its own, before "warnings".
     summary_fields: dict[str, Any] = field(default_factory=dict)
+    # The state's rows, for a writer that reads more than the ordered pass (the report's
+    # dropped images); None when assembly was given none.
+    rows: Rows | None = None
+    render_sheets: SheetRenderer | None = None
 
 
 @dataclass(frozen=True, slots=True)

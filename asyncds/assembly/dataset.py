@@ -220,6 +220,23 @@ class DatasetIndex:
         ):
             yield url
 
+    def sample(self, label: str, seed: str, k: int) -> list[str]:
+        """A seeded sample of ``label``: its ``k`` paths of smallest ``seeded_key(seed, path)``,
+        in that order (the same for the same seed and images, whatever order they came in)."""
+        return [
+            path
+            for (path,) in self._db.execute(
+                "SELECT path FROM image WHERE label = ? ORDER BY seeded_key(?, path) LIMIT ?",
+                (label, seed, k),
+            )
+        ]
+
+    def contains(self, path: str) -> bool:
+        """Whether ``path`` is one of the dataset's images."""
+        return (
+            self._db.execute("SELECT 1 FROM image WHERE path = ?", (path,)).fetchone() is not None
+        )
+
     def splits_by_path(self) -> Iterator[tuple[str, str]]:
         """``(path, split)`` of every image, by path."""
         yield from self._db.execute("SELECT path, split FROM image ORDER BY path")

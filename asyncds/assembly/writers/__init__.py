@@ -1,9 +1,9 @@
 """The artifact writers, in the order assembly runs them.
 
 A new format is one file here (a :class:`~asyncds.assembly.writers.base.Writer`) and one
-line in :data:`WRITERS`. Order matters only at the end: the summary reports what the writers
-before it added (``ctx.summary_fields``, ``ctx.warnings``), and the archive packs the files the
-writers before it marked ``archived``, so those two stay last.
+line in :data:`WRITERS`. Order matters only at the end: the report and the summary report what
+the writers before them added (``ctx.summary_fields``, ``ctx.warnings``, the previews), and the
+archive packs the files the writers before it marked ``archived``, so those stay last.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from asyncds.assembly.writers.card import CardWriter
 from asyncds.assembly.writers.croissant import CroissantWriter
 from asyncds.assembly.writers.metadata import MetadataWriter
 from asyncds.assembly.writers.parquet import ParquetWriter
+from asyncds.assembly.writers.preview import PreviewWriter
+from asyncds.assembly.writers.report import ReportWriter
 from asyncds.assembly.writers.split import SplitWriter
 from asyncds.assembly.writers.summary import SummaryWriter
 from asyncds.assembly.writers.urls import UrlsWriter
@@ -34,6 +36,8 @@ WRITERS: tuple[Callable[[], Writer], ...] = (
     WebDatasetWriter,  # export: only when asked
     ParquetWriter,  # export: only when asked
     UrlsParquetWriter,  # export: only when asked
+    PreviewWriter,  # before the report, which links the contact sheets
+    ReportWriter,  # after attribution: it shows the counts per license
     SummaryWriter,  # stays next to last
     ArchiveWriter,  # stays last
 )
