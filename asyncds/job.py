@@ -218,18 +218,7 @@ async def _search_only(config: Config, *, api_key: str, out_dir: Path, started: 
     data = json.dumps(ordered, indent=1).encode()
     await asyncio.to_thread(write_atomic, out_dir / "urls_data.json", data)
     if "urls" in config.export:  # the hand-off to img2dataset: every candidate found
-        records = (
-            url_record(
-                url=c.url,
-                title=c.title,
-                photo_id=c.photo_id,
-                label=spec.name,
-                license=c.license,
-                owner=c.owner,
-            )
-            for spec in config.classes
-            for c in found_by_class[spec.name]
-        )
+        records = (url_record(c) for spec in config.classes for c in found_by_class[spec.name])
         await asyncio.to_thread(write_urls_parquet, out_dir / URLS_PARQUET_FILE, records)
     return JobResult(short=short, api_calls=calls, wall_time_s=time.monotonic() - started)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from asyncds.assembly.context import AssemblyContext
 from asyncds.assembly.dataset import RowSplit
@@ -25,18 +25,27 @@ EXTRA_COLUMNS = ("photo_id", "label", "license", "owner", "photo_page")
 _ROW_GROUP = 10_000  # rows per row group: a few MB of text
 
 
-def url_record(
-    *, url: str, title: str, photo_id: str, label: str, license: int, owner: str
-) -> dict[str, Any]:
+class UrlFields(Protocol):
+    """What a row of ``urls.parquet`` is made from: a state row or a search's candidate."""
+
+    url: str
+    title: str
+    photo_id: str
+    label: str
+    license: int
+    owner: str
+
+
+def url_record(item: UrlFields) -> dict[str, Any]:
     """One row of ``urls.parquet``."""
     return {
-        "url": url,
-        "caption": title,
-        "photo_id": photo_id,
-        "label": label,
-        "license": license,
-        "owner": owner,
-        "photo_page": f"https://www.flickr.com/photos/{owner}/{photo_id}",
+        "url": item.url,
+        "caption": item.title,
+        "photo_id": item.photo_id,
+        "label": item.label,
+        "license": item.license,
+        "owner": item.owner,
+        "photo_page": f"https://www.flickr.com/photos/{item.owner}/{item.photo_id}",
     }
 
 
@@ -109,17 +118,7 @@ class UrlsParquetWriter(ExportWriter):
         self._out = UrlsParquetFile(ctx.out_dir / URLS_PARQUET_FILE, cleanup)
 
     def add(self, batch: Sequence[RowSplit]) -> None:
-        self._out.add(
-            url_record(
-                url=row.url,
-                title=row.title,
-                photo_id=row.photo_id,
-                label=row.label,
-                license=row.license,
-                owner=row.owner,
-            )
-            for row, _ in batch
-        )
+        self._out.add(url_record(row) for row, _ in batch)
 
     def finish(self, ctx: AssemblyContext) -> list[Path]:
         return [self._out.commit()]
