@@ -113,6 +113,7 @@ class SheetJob:
 def render_sheets(jobs: Sequence[SheetJob], options: object = None) -> list[int]:
     """Render and write each contact sheet (atomically); the bytes of each. A source that is
     missing or unreadable is a grey cell; an ``OSError`` from the write fails the batch."""
+    _give_back_free_memory()
     sizes = []
     for job in jobs:
         images: list[bytes | None] = []
@@ -125,6 +126,18 @@ def render_sheets(jobs: Sequence[SheetJob], options: object = None) -> list[int]
         write_atomic(job.target, data)
         sizes.append(len(data))
     return sizes
+
+
+def _give_back_free_memory() -> None:
+    """Return the heap freed since the downloads to the system before sheets are drawn.
+
+    A worker's peak memory comes while it processes downloads; the heap they freed stays
+    mapped, and a sheet (its pixels plus the encoder's buffers, 2-4 MB) would be added on top
+    of that peak. With the freed pages returned first, it fits under it (benchmarks/README.md,
+    s3). glibc only; elsewhere a no-op.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 BATCH_FUNCTIONS: dict[str, Callable[[Any, Any], list[Any]]] = {
