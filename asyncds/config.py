@@ -232,20 +232,8 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
     """Read and validate a YAML config file; every problem is a one-line ``ConfigError``."""
     path = Path(path)
     source = str(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        where = "" if path.is_absolute() else f" (looked in {Path.cwd()})"
-        _fail(source, "cannot read the config file", f"no such file{where}; check the path")
-    except IsADirectoryError:
-        _fail(source, "cannot read the config file", "it is a directory; give a YAML file")
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        _fail(source, "cannot read the config file", f"{reason}; check the path and permissions")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        _fail(source, "not UTF-8 text", f"undecodable byte at offset {exc.start}; save as UTF-8")
+    text = _read_text(path, "the config file", "give a YAML file", missing_ok=False)
+    assert text is not None
     data = _parse_yaml(text, source)
     config = parse_config(data, source=source, environ=environ)
     listed = read_exclude_file(path.parent / EXCLUDE_FILE)
@@ -254,23 +242,35 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
     return config
 
 
-def read_exclude_file(path: Path) -> frozenset[str]:
-    """The photo ids of an ``exclude.txt``: one a line, ``#`` starts a comment, blank lines
-    are fine. No file: none. A line that is not a photo id is a ``ConfigError``."""
+def _read_text(path: Path, what: str, not_a_folder: str, *, missing_ok: bool) -> str | None:
+    """The UTF-8 text of ``path`` (a BOM is fine); None when it is missing and that is fine.
+    Anything else that keeps it from being read is a one-line ``ConfigError``."""
     source = str(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        return frozenset()
+        if missing_ok:
+            return None
+        where = "" if path.is_absolute() else f" (looked in {Path.cwd()})"
+        _fail(source, f"cannot read {what}", f"no such file{where}; check the path")
     except IsADirectoryError:
-        _fail(source, "cannot read the exclude list", "it is a directory; make it a text file")
+        _fail(source, f"cannot read {what}", f"it is a directory; {not_a_folder}")
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        _fail(source, "cannot read the exclude list", f"{reason}; check its permissions")
+        _fail(source, f"cannot read {what}", f"{reason}; check the path and permissions")
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         _fail(source, "not UTF-8 text", f"undecodable byte at offset {exc.start}; save as UTF-8")
+
+
+def read_exclude_file(path: Path) -> frozenset[str]:
+    """The photo ids of an ``exclude.txt``: one a line, ``#`` starts a comment, blank lines
+    are fine. No file: none. A line that is not a photo id is a ``ConfigError``."""
+    source = str(path)
+    text = _read_text(path, "the exclude list", "make it a text file", missing_ok=True)
+    if text is None:
+        return frozenset()
     check = _Checker(source)
     ids: set[str] = set()
     for number, line in enumerate(text.splitlines(), start=1):

@@ -27,10 +27,12 @@ from yarl import URL
 from asyncds.outage import HostWatch
 from asyncds.retry import (
     CONTENT_FAULT_ATTEMPTS,
+    NO_CONNECTION,
     RetryPolicy,
     TransientError,
     attempt_cap,
     call_with_retries,
+    no_connection_reason,
     parse_retry_after,
 )
 
@@ -239,7 +241,7 @@ async def fetch_image(
         )
     except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
         reason = f"{_describe(exc, timeout)}; {_gave_up(exc, attempts, retry)}"
-        if isinstance(exc, _NO_CONNECTION):
+        if isinstance(exc, NO_CONNECTION):
             host = target.host or ""
             return FetchResult(
                 FetchStatus.NETWORK_ERROR, reason, attempts=attempts, unreachable_host=host
@@ -262,10 +264,6 @@ async def fetch_image(
     if attempts == 1:
         return result
     return dataclasses.replace(result, attempts=attempts)
-
-
-# No connection was made at all: the host may be down (asyncds.outage), not the image bad.
-_NO_CONNECTION = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 
 
 def _gave_up(exc: BaseException, attempts: int, retry: RetryPolicy) -> str:
@@ -458,16 +456,8 @@ def _describe(exc: BaseException | None, timeout: aiohttp.ClientTimeout) -> str:
         return f"timed out (limit {timeout.total:g}s per attempt)"
     if isinstance(exc, aiohttp.ClientPayloadError):
         return "body truncated or malformed (connection closed mid-body)"
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return f"cannot connect to {exc.host}:{exc.port} (the host name does not resolve)"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        refused = isinstance(exc.os_error, ConnectionRefusedError)
-        why = (
-            "connection refused"
-            if refused
-            else exc.os_error.strerror or type(exc.os_error).__name__
-        )
-        return f"cannot connect to {exc.host}:{exc.port} ({why})"
+        return f"cannot connect to {exc.host}:{exc.port} ({no_connection_reason(exc)})"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "server disconnected"
     if isinstance(exc, ConnectionResetError):

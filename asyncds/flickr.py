@@ -33,7 +33,14 @@ from aiolimiter import AsyncLimiter
 from yarl import URL
 
 from asyncds.config import ClassSpec, FlickrSettings
-from asyncds.retry import RetryPolicy, TransientError, parse_retry_after, retrying
+from asyncds.retry import (
+    NO_CONNECTION,
+    RetryPolicy,
+    TransientError,
+    no_connection_reason,
+    parse_retry_after,
+    retrying,
+)
 
 log = logging.getLogger(__name__)
 
@@ -312,17 +319,6 @@ def candidate_from_photo(photo: Mapping[str, Any], label: str, max_side: int) ->
 # -- the client -----------------------------------------------------------------------------
 
 
-def _no_connection(exc: aiohttp.ClientError) -> str:
-    """Why a connection failed, without aiohttp's text (it may quote the URL and its key)."""
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return "the host name does not resolve"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        if isinstance(exc.os_error, ConnectionRefusedError):
-            return "connection refused"
-        return exc.os_error.strerror or type(exc.os_error).__name__
-    return "connect timed out"
-
-
 def limiter_parameters(calls_per_hour: float) -> tuple[int, float]:
     """``(burst, rate per second)`` for a leaky bucket that honours ``calls_per_hour``.
 
@@ -439,9 +435,9 @@ class FlickrClient:
                 if status != 200:  # the body of an error answer is never used: leave it unread
                     raise self._status_error(method, status, reason, retry_after)
                 body = await self._read_capped(method, resp)
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+        except NO_CONNECTION as exc:
             raise _TransientFlickrError(
-                _no_connection(exc), unreachable=self._api_authority
+                no_connection_reason(exc), unreachable=self._api_authority
             ) from None
         except TimeoutError:
             raise _TransientFlickrError(f"{method}: timed out") from None

@@ -81,6 +81,26 @@ TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
 )
 
 
+# No connection was made at all (refused, a name that does not resolve, a connect timeout):
+# the host may be down, which is not the fault of one request. The Flickr client names the API
+# host; the image pipeline asks asyncds.outage whether an outage is under way.
+NO_CONNECTION: tuple[type[BaseException], ...] = (
+    aiohttp.ClientConnectorError,
+    aiohttp.ConnectionTimeoutError,
+)
+
+
+def no_connection_reason(exc: BaseException) -> str:
+    """Why no connection was made, in words, without aiohttp's text (it may quote the URL)."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "the host name does not resolve"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return "connection refused"
+        return exc.os_error.strerror or type(exc.os_error).__name__
+    return "connect timed out"
+
+
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), else None."""
     if not value:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from aiohttp import ClientConnectorError
+from aiohttp import ClientConnectorError, ServerDisconnectedError
 from aiohttp.client_reqrep import ConnectionKey
 
 from asyncds.emulator import EmulatorSettings, FaultProfile, running_emulator
@@ -47,12 +47,14 @@ def test_only_a_loopback_api_rebases_loopback_image_urls():
 
 def test_a_refused_connection_is_reported_as_unreachable():
     """What the outage logic keys on: refused, DNS and connect timeouts, not resets."""
-    from asyncds.fetch import _NO_CONNECTION
+    from asyncds.retry import NO_CONNECTION, no_connection_reason
 
     refused = ClientConnectorError(
         ConnectionKey("h", 1, False, True, None, None, None), ConnectionRefusedError(111, "no")
     )
-    assert isinstance(refused, _NO_CONNECTION)
+    assert isinstance(refused, NO_CONNECTION)
+    assert no_connection_reason(refused) == "connection refused"
+    assert not isinstance(ServerDisconnectedError(), NO_CONNECTION)  # it connected
 
 
 def _same_dataset(a: Path, b: Path, labels: list[str]) -> None:
