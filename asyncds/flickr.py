@@ -701,6 +701,9 @@ class ClassSearch:
             candidates = self._new_candidates(result.photos)
             cur = self._advance(cur, result)
             self.cursor = cur
+            # The page's parsed JSON (about 2 MB for 500 photos) must not stay alive in this
+            # suspended frame while the producer enqueues its candidates: one per class adds up.
+            del result
             yield PageResult(candidates, cur, cur.total)
         yield PageResult([], cur, cur.total)  # resumed from an exhausted cursor
 

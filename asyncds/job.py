@@ -39,6 +39,7 @@ from asyncds.pool import ImagePool
 from asyncds.progress import ProgressDisplay
 from asyncds.state import STATE_FILE, StateStore, Status
 from asyncds.tidy import tidy_class_folders
+from asyncds.worker import give_back_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -414,9 +415,11 @@ async def _download(
                     progress=progress,
                     blocked=blocked,
                 ).run()
+            give_back_free_memory()  # dedup and assembly then fit under the download's peak
             display.phase = "dedup"
             with phases.timed("dedup"):
                 good_after_dedup = await apply_dedup(state, config, out_dir)
             for label, good in good_after_dedup.items():
                 progress[label].good = good
+            give_back_free_memory()
         return rounds, client.calls

@@ -113,7 +113,7 @@ class SheetJob:
 def render_sheets(jobs: Sequence[SheetJob], options: object = None) -> list[int]:
     """Render and write each contact sheet (atomically); the bytes of each. A source that is
     missing or unreadable is a grey cell; an ``OSError`` from the write fails the batch."""
-    _give_back_free_memory()
+    give_back_free_memory()
     sizes = []
     for job in jobs:
         images: list[bytes | None] = []
@@ -128,13 +128,14 @@ def render_sheets(jobs: Sequence[SheetJob], options: object = None) -> list[int]
     return sizes
 
 
-def _give_back_free_memory() -> None:
-    """Return the heap freed since the downloads to the system before sheets are drawn.
+def give_back_free_memory() -> None:
+    """Return the heap freed since the last peak to the system (glibc ``malloc_trim``).
 
-    A worker's peak memory comes while it processes downloads; the heap they freed stays
-    mapped, and a sheet (its pixels plus the encoder's buffers, 2-4 MB) would be added on top
-    of that peak. With the freed pages returned first, it fits under it (benchmarks/README.md,
-    s3). glibc only; elsewhere a no-op.
+    A process's peak comes while it handles downloads; the heap they freed stays mapped, and
+    the next phase's work would be added on top of that peak. A worker calls this before it
+    draws contact sheets, the main process after each download round (before dedup and
+    assembly): each phase then fits under the download's peak (benchmarks/README.md, s3).
+    glibc only; elsewhere a no-op.
     """
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).malloc_trim(0)

@@ -18,6 +18,7 @@ from asyncds.dedup import (
     _Entry,
     apply_decisions,
     apply_dedup,
+    copy_suspects,
     delete_dropped_files,
     kept_rows,
     plan_dedup,
@@ -261,6 +262,76 @@ def random_rows(seed: int, n: int = 300) -> list[CandidateRow]:
         near = flip(rng.choice(hashes), *rng.sample(range(64), rng.randint(0, 7)))
         rows.append(row(label, pid, seqs[label], sha=rng.choice(shas), phash=near))
     return rows
+
+
+def sparse_rows(seed: int, n: int = 3000) -> list[CandidateRow]:
+    """Mostly unique rows, plus copies of every kind among them: exact (same sha256), near
+    (hashes 0-8 bits apart, around every threshold), the same photo id under another class,
+    rows without a hash, and earlier drops of each dedup status."""
+    rng = random.Random(seed)
+    labels = ["cat", "dog", "fox"]
+    seqs = dict.fromkeys(labels, 0)
+    rows: list[CandidateRow] = []
+
+    def add(label: str, pid: str, **kw: object) -> None:
+        seqs[label] += 1
+        rows.append(row(label, pid, seqs[label], **kw))  # type: ignore[arg-type]
+
+    for i in range(n):
+        label = rng.choice(labels)
+        pid = f"p{i}"
+        kind = rng.random()
+        earlier = rows[rng.randrange(len(rows))] if rows else None
+        if earlier is None or not earlier.phash or kind > 0.06:
+            add(label, pid, phash=rng.getrandbits(64), sha=f"u{i}")
+        elif kind > 0.045:  # the same bytes
+            add(label, pid, sha=earlier.sha256, phash=rng.getrandbits(64))
+        elif kind > 0.03:  # a near copy, 0 to 8 bits away
+            bits = rng.sample(range(64), rng.randint(0, 8))
+            add(label, pid, sha=f"u{i}", phash=flip(int(earlier.phash, 16), *bits))
+        elif kind > 0.02:  # the same photo under another class
+            other = rng.choice([x for x in labels if x != earlier.label])
+            if (other, earlier.photo_id) not in {(r.label, r.photo_id) for r in rows}:
+                add(other, earlier.photo_id, sha=f"u{i}", phash=rng.getrandbits(64))
+        elif kind > 0.01:  # an earlier drop, copying something or not
+            status = rng.choice([Status.DUPLICATE, Status.NEAR_DUPLICATE, Status.CROSS_CLASS])
+            add(label, pid, sha=earlier.sha256, phash=int(earlier.phash, 16), status=status)
+        else:  # stored without a hash
+            add(label, pid, sha=f"u{i}")
+            rows[-1] = dataclasses.replace(rows[-1], phash="")
+    return rows
+
+
+@pytest.mark.parametrize("policy", ["drop", "keep-first"])
+@pytest.mark.parametrize("distance", [0, 4, 8])
+def test_planning_only_rows_that_share_something_gives_the_same_plan(policy: str, distance: int):
+    # A list can be read twice, so the plan first narrows it to the rows sharing a photo id,
+    # bytes or a near hash with another (dedup.copy_suspects); an iterator is planned whole.
+    rows = sparse_rows(distance)
+    ranked = sorted(rows, key=lambda r: r.seq)
+    for given, is_ranked in ((rows, False), (ranked, True)):
+        narrowed = plan_dedup(
+            given,
+            class_order=["cat", "dog", "fox"],
+            max_distance=distance,
+            cross_class=policy,
+            ranked=is_ranked,
+        )
+        whole = plan_dedup(
+            iter(given),
+            class_order=["cat", "dog", "fox"],
+            max_distance=distance,
+            cross_class=policy,
+            ranked=is_ranked,
+        )
+        assert narrowed == whole
+    kinds = {d.status for d in whole}
+    assert {Status.DUPLICATE, Status.CROSS_CLASS} <= kinds
+    assert (Status.NEAR_DUPLICATE in kinds) == (distance > 0)
+    suspects = copy_suspects(rows, distance)
+    # Every decision is among the suspects, and the suspects are a small part of the rows.
+    assert {hash((d.label, d.photo_id)) for d in whole} <= suspects
+    assert len(suspects) < len(rows) // 5
 
 
 @pytest.mark.parametrize("policy", ["drop", "keep-first"])

@@ -230,6 +230,25 @@ async def test_search_sends_the_class_query(session, mocked):
     }
 
 
+async def test_a_suspended_search_holds_no_parsed_page(session, mocked):
+    # While a producer enqueues a page's candidates, the search generator waits at its yield;
+    # the page's parsed JSON (about 2 MB for 500 photos) must not stay alive in that frame,
+    # one per class (s3 in benchmarks/README.md).
+    fake = FakeFlickr([T0 + i for i in range(600)])
+    mocked.get(API_RE, callback=fake, repeat=True)
+    search = ClassSearch(
+        make_client(session), FOX, settings(), max_side=240, start=T0, end=T0 + 999
+    )
+    pages = search.pages()
+    first = await anext(pages)
+    assert len(first.candidates) == 500
+    frame = pages.ag_frame
+    assert frame is not None
+    held = [v for v in frame.f_locals.values() if isinstance(v, SearchPage)]
+    assert held == []
+    await pages.aclose()
+
+
 @pytest.mark.parametrize("media", ["videos", "all"])
 async def test_search_sends_the_configured_media(session, mocked, media):
     fake = FakeFlickr([T0 + 5])

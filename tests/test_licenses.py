@@ -202,6 +202,25 @@ async def test_attribution_lists_each_image_once_grouped_by_license(assembled):
     assert files == sorted(split["train"] + split["test"])
 
 
+def test_markdown_text_fast_path_changes_nothing():
+    # Text that needs no work is returned as it is; every other text goes the full way. Both
+    # must give what the full way gives, for any mix of specials, controls and whitespace.
+    from asyncds.assembly.writers import attribution
+
+    def full(text: str) -> str:
+        cleaned = attribution._CONTROL.sub("", " ".join(text.split()))
+        return attribution._MARKDOWN_SPECIAL.sub(r"\\\1", cleaned)
+
+    pool = "ab Zé1. -'\"" + "\\`*_[]<>&~|$" + "\t\n\r\x0b\x0c\x1c\x1f\x00\x7f\x85\xa0\u2003\u3000"
+    rng = random.Random(5)
+    for _ in range(20_000):
+        text = "".join(rng.choice(pool) for _ in range(rng.randint(0, 8)))
+        assert markdown_text(text) == full(text), repr(text)
+    for plain in ("Sunset over the bay", "Jane Doe", "cat/123.jpg", "CC BY 2.0", "été à Paris"):
+        assert attribution._NEEDS_WORK.search(plain) is None
+        assert markdown_text(plain) is plain
+
+
 def test_markdown_in_titles_and_authors_is_escaped():
     assert markdown_text("a\tb\r\n  c\x00d") == "a b cd"  # one line, no control characters
     assert markdown_text(r"[t](u) <b> & \ * _ ` ~ | $") == (
