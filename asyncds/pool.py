@@ -110,6 +110,7 @@ class ImagePool:
         self._wake = asyncio.Event()
         self._broken: BaseException | None = None
         self.requests = 0  # batches sent, for the curious (and the tests)
+        self.jobs = 0  # jobs sent in them
 
     async def __aenter__(self) -> ImagePool:
         await self.start()
@@ -148,6 +149,13 @@ class ImagePool:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.requests:
+            log.debug(
+                "imaging pool: %d jobs in %d batches (%.1f per batch)",
+                self.jobs,
+                self.requests,
+                self.jobs / self.requests,
+            )
         self._fail_pending(WorkerDied("the imaging pool was closed"))
         for w in self._workers:
             w.writer.close()
@@ -179,6 +187,7 @@ class ImagePool:
                 batch.append(self._pending.popleft())
                 size += len(getattr(batch[-1][1], "data", None) or b"")
             self.requests += 1
+            self.jobs += len(batch)
             try:
                 results = await worker.request(kind, [item for _, item, _, _ in batch], options)
             except WorkerDied as exc:

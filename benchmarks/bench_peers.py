@@ -23,6 +23,10 @@ Contenders:
 Scenarios: ``s1`` 20,000 240-px JPEGs (asyncds stores them as they are), ``s1+50ms`` the same
 with 50 ms of latency per image, ``s2`` 5,000 1024x768 JPEGs (about 170 kB) reduced to 240 px,
 ``s3`` asyncds alone at 5,000 and 50,000 images of the ``s1`` kind (is memory flat?).
+
+Rounds: three by default (medians), the contenders' order rotating from round to round. Before
+every run the machine settles (:func:`settle`: ``sync``, then an idle second, at most 20 s), so
+no contender pays for the writeback and file deletions the one before it left behind.
 """
 
 from __future__ import annotations
@@ -260,6 +264,38 @@ def _run_from(
         returncode=m.returncode,
         extra={"peaks_kib": m.peaks_kib, "killed": m.killed},
     )
+
+
+# Before each run: the machine is let settle, so that no contender pays for the previous one's
+# leftovers (its dirty pages being written back, the deletion of its 20,000 files, processes
+# still exiting). Without it, asyncds measured right after an img2dataset round needed 2.14 ms
+# of CPU per image against 1.31 ms in the same run's first round (benchmarks/README.md).
+SETTLE_MAX_S = 20.0
+SETTLE_BUSY = 0.15  # fraction of all CPUs busy (over 1 s) below which the machine counts as idle
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs together, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def settle(max_s: float = SETTLE_MAX_S, busy_below: float = SETTLE_BUSY) -> dict[str, float]:
+    """Flush every dirty page (``sync``), then wait until the CPUs are idle for a second, at
+    most ``max_s``; how long it took and the last second's busy fraction."""
+    started = time.perf_counter()
+    os.sync()
+    busy = 1.0
+    while time.perf_counter() - started < max_s:
+        b0, t0 = _cpu_times()
+        time.sleep(1.0)
+        b1, t1 = _cpu_times()
+        busy = (b1 - b0) / max(1, t1 - t0)
+        if busy < busy_below:
+            break
+    return {"settle_s": round(time.perf_counter() - started, 1), "busy_before": round(busy, 2)}
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -809,7 +845,8 @@ def _print_run(run: Run) -> None:
         f" {run.wall_s:7.1f} s {run.images_per_s:8.1f} img/s"
         f" CPU {run.cpu_ms_per_image:6.2f} ms/img main {run.main_peak_mb:5.0f} MB"
         f" tree {run.tree_peak_mb:5.0f} MB ({run.processes} procs) load {run.load1:.2f}"
-        f" requests {run.image_requests}{note}",
+        f" requests {run.image_requests}{note}"
+        + (f" settled {run.extra['settle_s']:g} s" if "settle_s" in run.extra else ""),
         flush=True,
     )
     if run.returncode != 0 or run.extra.get("log_tail"):
@@ -868,7 +905,7 @@ def calibrate(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one round, smaller sets")
-    parser.add_argument("--rounds", type=int, help="rounds (default 2; 1 with --quick)")
+    parser.add_argument("--rounds", type=int, help="rounds (default 3; 1 with --quick)")
     parser.add_argument("--scenarios", default="s1,s1+50ms,s2,s3")
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
     parser.add_argument("--threads", type=int, default=BEST_THREADS, help="img2dataset threads")
@@ -886,7 +923,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     quick = args.quick
-    rounds = args.rounds or (1 if quick else 2)
+    rounds = args.rounds or (1 if quick else 3)
     table = scenarios(quick)
     wanted = [s.strip().replace(" ", "+") for s in args.scenarios.split(",") if s.strip()]
     unknown = [s for s in wanted if s not in table]
@@ -951,6 +988,7 @@ def main(argv: list[str] | None = None) -> int:
                 for r in range(1, (rounds if sc.repeat else 1) + 1):
                     shift = (r - 1) % len(who)
                     for contender in who[shift:] + who[:shift]:
+                        settled = settle()
                         common = {"scenario": name, "round_": r, "cache_dir": args.cache_dir}
                         psnr = args.psnr_sample
                         if contender == "asyncds":
@@ -970,6 +1008,7 @@ def main(argv: list[str] | None = None) -> int:
                             run = run_sequential(
                                 srv, work, count=sc.sequential_count, psnr_sample=psnr, **common
                             )
+                        run.extra.update(settled)
                         runs.append(run)
                         _print_run(run)
                         if not args.keep:

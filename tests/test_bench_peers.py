@@ -71,3 +71,13 @@ def test_asyncds_contender_through_the_harness(tmp_path: Path) -> None:
         assert median[key] > 0, key
     assert median["vs_img2dataset"] is None  # not measured here
     assert {g["met"] for g in back["gates"]} <= {True, False, None}
+
+
+def test_settle_waits_for_an_idle_second_and_no_longer_than_its_limit():
+    # A machine that counts as idle at any load: one second of measuring, then done.
+    quick = bench_peers.settle(max_s=10, busy_below=1.01)
+    assert 1.0 <= quick["settle_s"] < 5
+    assert 0.0 <= quick["busy_before"] <= 1.0
+    # One that never does: it gives up at the limit rather than wait forever.
+    capped = bench_peers.settle(max_s=2.0, busy_below=0.0)
+    assert 2.0 <= capped["settle_s"] < 6
