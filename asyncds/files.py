@@ -90,16 +90,19 @@ def safe_relpath(path: str) -> str:
 
 
 @contextlib.contextmanager
-def atomic_target(path: Path | str) -> Iterator[str]:
+def atomic_target(path: Path | str, *, cleared: bool = True) -> Iterator[str]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` (blocking).
 
     ``path`` never exists half-written. No fsync: the guarantee needed is against a killed
     process, which os.replace gives; a power cut may lose the last images, and resume then
-    fetches them again.
+    fetches them again. The temporary name is cleared first (a leftover, or a planted link:
+    the write must create a fresh file), unless ``cleared=False`` says the caller creates it
+    exclusively itself (:func:`write_file` does).
     """
     tmp = temp_path(path)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)  # a leftover, or a planted link: the write must create a fresh file
+    if cleared:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -119,7 +122,7 @@ def write_atomic(path: Path | str, data: bytes) -> None:
     buffered file objects (those doubled the cost of a 13 kB write). A link at the temporary
     name is not followed.
     """
-    with atomic_target(path) as tmp:
+    with atomic_target(path, cleared=False) as tmp:
         write_file(tmp, data)
 
 
@@ -131,8 +134,19 @@ def temp_path(path: Path | str) -> str:
 
 
 def write_file(path: str, data: bytes) -> None:
-    """Create or truncate ``path`` (not through a link) and write ``data`` to it (blocking)."""
-    fd = os.open(path, _WRITE_FLAGS, 0o666)
+    """Create ``path`` as a new file and write ``data`` to it (blocking).
+
+    Whatever was at ``path`` (a leftover of a killed run, a planted link, a hard link to a file
+    elsewhere) is removed first, never followed or truncated. The name is removed only when the
+    exclusive create finds it taken: an ``unlink`` of a name that is not there still takes the
+    folder's lock, and the two imaging workers writing into one class folder queued on it (8 %
+    of the machine's samples in a ``perf`` profile of s1; benchmarks/README.md).
+    """
+    try:
+        fd = os.open(path, _WRITE_FLAGS, 0o666)
+    except FileExistsError:
+        os.unlink(path)
+        fd = os.open(path, _WRITE_FLAGS, 0o666)
     try:
         view = memoryview(data)
         while view:
@@ -148,7 +162,7 @@ def read_file(path: str) -> bytes:
         return f.read()
 
 
-_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
 def remove_temp_files(folders: Iterable[Path]) -> int:

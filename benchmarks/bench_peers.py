@@ -267,8 +267,8 @@ def _run_from(
 
 
 # Before each run: the machine is let settle, so that no contender pays for the previous one's
-# leftovers (its dirty pages being written back, the deletion of its 20,000 files, processes
-# still exiting). Without it, asyncds measured right after an img2dataset round needed 2.14 ms
+# leftovers (its dirty pages being written back, processes still exiting; run folders are only
+# deleted at the end). Without it, asyncds measured right after an img2dataset round needed 2.14 ms
 # of CPU per image against 1.31 ms in the same run's first round (benchmarks/README.md).
 SETTLE_MAX_S = 20.0
 SETTLE_BUSY = 0.15  # fraction of all CPUs busy (over 1 s) below which the machine counts as idle
@@ -1011,10 +1011,10 @@ def main(argv: list[str] | None = None) -> int:
                         run.extra.update(settled)
                         runs.append(run)
                         _print_run(run)
-                        if not args.keep:
-                            for d in work.glob(f"{name}-{contender}-*r{r}*"):
-                                shutil.rmtree(d, ignore_errors=True)
 
+    # Run folders stay until the end (below): deleting a run's 20,000 files between runs made
+    # the next contender's file creations slower (ext4 skips inodes freed in the last
+    # minutes, `recently_deleted`: benchmarks/README.md).
     meds = medians(runs)
     print(render_tables(meds))
     print(render_gates(gates(meds)))

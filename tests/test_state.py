@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from asyncds.files import OutputLock, OutputLocked, image_relpath, remove_temp_files, write_atomic
+from asyncds.files import (
+    OutputLock,
+    OutputLocked,
+    image_relpath,
+    remove_temp_files,
+    temp_path,
+    write_atomic,
+)
 from asyncds.flickr import Candidate
 from asyncds.state import Outcome, StateStore, Status
 from tests.factories import candidate
@@ -119,6 +126,31 @@ def test_write_atomic_leaves_no_partial_file(tmp_path: Path):
     write_atomic(target, b"data")
     assert target.read_bytes() == b"data"
     assert [p.name for p in tmp_path.iterdir()] == ["a.jpg"]
+
+
+@pytest.mark.parametrize("planted", ["leftover", "symlink", "hardlink"])
+def test_write_atomic_makes_a_fresh_file_whatever_sits_at_its_temporary_name(
+    tmp_path: Path, planted: str
+):
+    # The temporary name is created exclusively; what is found there is removed, never
+    # followed (a link to a file elsewhere) nor truncated (a hard link to one).
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"not yours")
+    folder = tmp_path / "cat"
+    folder.mkdir()
+    target = folder / "9.jpg"
+    tmp = Path(temp_path(target))
+    if planted == "leftover":
+        tmp.write_bytes(b"half an image from a killed run")
+    elif planted == "symlink":
+        tmp.symlink_to(outside)
+    else:
+        os.link(outside, tmp)
+    write_atomic(target, b"image")
+    assert target.read_bytes() == b"image"
+    assert outside.read_bytes() == b"not yours"
+    assert sorted(p.name for p in folder.iterdir()) == ["9.jpg"]
+    assert not target.is_symlink() and target.stat().st_nlink == 1
 
 
 def test_temp_files_of_a_killed_run_are_removed(tmp_path: Path):
