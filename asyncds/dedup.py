@@ -421,9 +421,12 @@ def copy_suspects(rows: Iterable[CandidateRow], max_distance: int) -> set[int]:
 
     A row that shares nothing is kept by the plan and is never anyone's match, so planning over
     the suspects alone gives the same decisions. Most rows share nothing, and the plan's index
-    costs about 80 us per row it holds; this pass costs a few, in 40 bytes per row of compact
-    arrays: each key is sorted once, and near hashes meet in a bucket of one of their
-    ``max_distance + 1`` parts (the index's pigeonhole, see :class:`SeenIndex`).
+    costs about 80 us per row it holds; this pass costs a few, in 48 bytes per row of compact
+    arrays (about as much again while a key is sorted): each key is sorted once, and near
+    hashes meet in a bucket of one of their ``max_distance + 1`` parts (the index's pigeonhole,
+    see :class:`SeenIndex`). Equal hashes are found by sorting first, and the buckets hold
+    only distinct ones: a thousand copies of one blank image's hash cost one sort, not a
+    million comparisons per part.
     """
     keys, photos = array("q"), array("q")
     sha_at, shas = array("q"), array("q")
@@ -442,14 +445,18 @@ def copy_suspects(rows: Iterable[CandidateRow], max_distance: int) -> set[int]:
         suspects.update(keys[i] for i in run)
     for run in _equal_runs(shas):
         suspects.update(keys[sha_at[i]] for i in run)
-    if max_distance > 0:
-        for shift, mask in _chunks(max_distance):
-            for run in _equal_runs((h >> shift) & mask for h in hashes):
-                for a, i in enumerate(run):
-                    for j in run[a + 1 :]:
-                        if (hashes[i] ^ hashes[j]).bit_count() <= max_distance:
-                            suspects.add(keys[hash_at[i]])
-                            suspects.add(keys[hash_at[j]])
+    for run in _equal_runs(hashes):
+        suspects.update(keys[hash_at[i]] for i in run)
+    distinct = sorted(set(hashes))
+    near: set[int] = set()  # distinct hash values within max_distance of another
+    for shift, mask in _chunks(max_distance) if max_distance > 0 else ():
+        for run in _equal_runs((h >> shift) & mask for h in distinct):
+            for a, i in enumerate(run):
+                for j in run[a + 1 :]:
+                    if (distinct[i] ^ distinct[j]).bit_count() <= max_distance:
+                        near.update((distinct[i], distinct[j]))
+    if near:
+        suspects.update(keys[hash_at[i]] for i, h in enumerate(hashes) if h in near)
     return suspects
 
 

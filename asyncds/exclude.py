@@ -26,7 +26,6 @@ freed places are filled from further search results like any other drop: "the fi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections import Counter
@@ -34,9 +33,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from asyncds.assembly.dataset import relpath
 from asyncds.config import Config
-from asyncds.files import UnsafePathError, image_relpath, safe_relpath
+from asyncds.files import UnsafePathError
 from asyncds.state import CandidateRow, StateStore, Status
+from asyncds.tidy import delete_row_files
 
 log = logging.getLogger(__name__)
 
@@ -87,36 +88,20 @@ def find_deleted(
         if row.status != Status.OK or row.photo_id in skip:
             continue
         try:
-            relpath = safe_relpath(row.path or image_relpath(row.label, row.photo_id))
+            path = relpath(row)
         except UnsafePathError:
             continue  # assembly leaves such a row out; it is not the user's doing
-        folder, _, name = relpath.rpartition("/")
+        folder, _, name = path.rpartition("/")
         if folder == row.label:
             names = listings.get(folder)
             if names is None:
                 names = listings[folder] = _folder_names(os.path.join(out_dir, folder))
             present = name in names
         else:
-            present = os.path.isfile(os.path.join(out_dir, relpath))
+            present = os.path.isfile(os.path.join(out_dir, path))
         if not present:
             gone.append(row)
     return gone
-
-
-def delete_files(out_dir: Path, rows: Iterable[CandidateRow]) -> int:
-    """Delete the files of these rows (only inside a folder of ``out_dir``); how many."""
-    deleted = 0
-    for row in rows:
-        try:
-            relpath = safe_relpath(row.path or image_relpath(row.label, row.photo_id))
-        except UnsafePathError:
-            continue
-        if "/" not in relpath:
-            continue  # never a file at the folder's root (an artifact)
-        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-            os.unlink(os.path.join(out_dir, relpath))
-            deleted += 1
-    return deleted
 
 
 async def apply_removals(state: StateStore, config: Config, out_dir: Path) -> Removals:
@@ -175,7 +160,7 @@ async def apply_removals(state: StateStore, config: Config, out_dir: Path) -> Re
     if restore:
         log.info("%d images no longer excluded: candidates again", len(restore))
     excluded_rows = await state.rows(status=Status.EXCLUDED)
-    deleted = await asyncio.to_thread(delete_files, out_dir, excluded_rows)
+    deleted = await asyncio.to_thread(delete_row_files, out_dir, excluded_rows)
     return Removals(
         removed=dict(removed),
         excluded=len(newly),

@@ -68,17 +68,19 @@ def surplus(rows: Iterable[CandidateRow], config: Config, out_dir: Path) -> list
     return found
 
 
-def _delete_pending_files(out_dir: Path, rows: Iterable[CandidateRow], labels: set[str]) -> int:
+def delete_row_files(out_dir: Path, rows: Iterable[CandidateRow]) -> int:
+    """Delete the files of these rows, only inside a folder of ``out_dir`` (never a file at its
+    root: an artifact); how many (blocking). A row whose path is unsafe is skipped."""
     deleted = 0
     for row in rows:
-        if row.label not in labels:
-            continue
         try:
-            path = os.path.join(out_dir, relpath(row))
+            path = relpath(row)
         except UnsafePathError:
             continue
+        if "/" not in path:
+            continue
         with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-            os.unlink(path)
+            os.unlink(os.path.join(out_dir, path))
             deleted += 1
     return deleted
 
@@ -106,7 +108,8 @@ async def tidy_class_folders(state: StateStore, config: Config, out_dir: Path) -
         await state.set_statuses((r.label, r.photo_id, Status.PENDING, "") for r in extra)
         log.info("%d images beyond their class's count released (files deleted)", len(extra))
     pending = state.stream(statuses={Status.PENDING})
-    deleted = await asyncio.to_thread(_delete_pending_files, out_dir, pending, labels)
+    ours = (row for row in pending if row.label in labels)  # read in the thread
+    deleted = await asyncio.to_thread(delete_row_files, out_dir, ours)
     removed = await asyncio.to_thread(
         _remove_empty_folders, out_dir, [spec.name for spec in config.classes]
     )

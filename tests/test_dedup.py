@@ -267,7 +267,8 @@ def random_rows(seed: int, n: int = 300) -> list[CandidateRow]:
 def sparse_rows(seed: int, n: int = 3000) -> list[CandidateRow]:
     """Mostly unique rows, plus copies of every kind among them: exact (same sha256), near
     (hashes 0-8 bits apart, around every threshold), the same photo id under another class,
-    rows without a hash, and earlier drops of each dedup status."""
+    rows without a hash, earlier drops of each dedup status, and a cluster of 300 rows whose
+    hashes are equal or one bit apart."""
     rng = random.Random(seed)
     labels = ["cat", "dog", "fox"]
     seqs = dict.fromkeys(labels, 0)
@@ -299,6 +300,14 @@ def sparse_rows(seed: int, n: int = 3000) -> list[CandidateRow]:
         else:  # stored without a hash
             add(label, pid, sha=f"u{i}")
             rows[-1] = dataclasses.replace(rows[-1], phash="")
+    blank = rng.getrandbits(64)  # many copies of one hash, as blank or flat images give
+    for i in range(300):
+        add(
+            rng.choice(labels),
+            f"b{i}",
+            sha=f"b{i}",
+            phash=flip(blank, *([i % 64] if i % 3 else [])),
+        )
     return rows
 
 
@@ -391,11 +400,17 @@ def test_planning_a_ranked_stream_matches_planning_the_rows(policy: str):
     assert planned(streamed, ranked=True) == expected
 
 
-def test_a_ranked_stream_out_of_rank_order_is_an_error():
+@pytest.mark.parametrize("readable_twice", [True, False])
+def test_a_ranked_stream_out_of_rank_order_is_an_error(readable_twice: bool):
+    # Both ways a plan can go: two passes over a list, one pass over an iterator.
     rows = [row("cat", "1", 2), row("dog", "2", 1)]
     with pytest.raises(ValueError, match="rank 1"):
         plan_dedup(
-            rows, class_order=["cat", "dog"], max_distance=4, cross_class="drop", ranked=True
+            rows if readable_twice else iter(rows),
+            class_order=["cat", "dog"],
+            max_distance=4,
+            cross_class="drop",
+            ranked=True,
         )
 
 

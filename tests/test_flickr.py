@@ -246,6 +246,11 @@ async def test_a_suspended_search_holds_no_parsed_page(session, mocked):
     assert frame is not None
     held = [v for v in frame.f_locals.values() if isinstance(v, SearchPage)]
     assert held == []
+    # Nor its photos: the only list left is the candidates handed out.
+    photos = [
+        v for v in frame.f_locals.values() if isinstance(v, list) and v and isinstance(v[0], dict)
+    ]
+    assert photos == []
     await pages.aclose()
 
 

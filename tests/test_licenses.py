@@ -205,10 +205,10 @@ async def test_attribution_lists_each_image_once_grouped_by_license(assembled):
 def test_markdown_text_fast_path_changes_nothing():
     # Text that needs no work is returned as it is; every other text goes the full way. Both
     # must give what the full way gives, for any mix of specials, controls and whitespace.
-    from asyncds.assembly.writers import attribution
+    from asyncds.assembly.writers import attribution, base
 
     def full(text: str) -> str:
-        cleaned = attribution._CONTROL.sub("", " ".join(text.split()))
+        cleaned = base.plain(text)  # one line, no control characters
         return attribution._MARKDOWN_SPECIAL.sub(r"\\\1", cleaned)
 
     pool = "ab Zé1. -'\"" + "\\`*_[]<>&~|$" + "\t\n\r\x0b\x0c\x1c\x1f\x00\x7f\x85\xa0\u2003\u3000"

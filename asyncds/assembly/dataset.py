@@ -281,8 +281,9 @@ def read_rows(
 
 def select(rows: Rows, config: Config, out_dir: Path, dataset: DatasetIndex) -> Selection:
     """Pass 1 over every row, by class and rank: count statuses and fill ``dataset`` with each
-    class's first ``count`` good images in search order. A good row whose file has gone
-    (deleted by hand) is left out; a surplus one takes its place."""
+    class's first ``count`` good images in search order. A good row whose file has gone is
+    left out (a hand deletion is recorded as ``removed_by_user`` before assembly, so this is
+    a file that went during the run); a surplus one takes its place."""
     by_status: dict[str, Counter[str]] = {spec.name: Counter() for spec in config.classes}
     missing: Counter[str] = Counter()
     batch: list[tuple[str, int, str, str | None]] = []

@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 from asyncds.assembly.context import AssemblyContext
 from asyncds.assembly.dataset import RowSplit, images, relpath
-from asyncds.assembly.writers.base import StreamedFile, Writer
+from asyncds.assembly.writers.base import StreamedFile, Writer, plain
 from asyncds.state import CandidateRow
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,6 @@ _PUBLIC_DOMAIN = frozenset({7, 8, 9, 10})
 # HTML tags and entities, strikethrough, tables, math. Each is backslash-escaped (CommonMark
 # allows that for any ASCII punctuation); the rest stays readable as plain text.
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>&~|$])")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def license_name(license_id: int) -> str:
@@ -87,7 +86,7 @@ def markdown_text(text: str) -> str:
     space, control characters go, and Markdown/HTML syntax is escaped."""
     if _NEEDS_WORK.search(text) is None:  # one scan instead of three passes: 4 per image
         return text
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", _CONTROL.sub("", " ".join(text.split())))
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", plain(text))
 
 
 def photo_page(row: CandidateRow) -> str:

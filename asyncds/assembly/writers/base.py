@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any, ClassVar
@@ -25,6 +26,15 @@ from typing import IO, Any, ClassVar
 from asyncds.assembly.context import AssemblyContext
 from asyncds.assembly.dataset import RowSplit
 from asyncds.files import atomic_target, write_atomic
+
+# Control characters, and the line and paragraph separators a script element would choke on.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def plain(text: str) -> str:
+    """``text`` on one line: whitespace runs become one space, control characters go (what
+    the report and ATTRIBUTION.md show of a title or a name)."""
+    return _CONTROL.sub("", " ".join(text.split()))
 
 
 class Writer:

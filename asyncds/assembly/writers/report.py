@@ -43,7 +43,7 @@ from typing import IO, Any
 from asyncds.assembly.context import AssemblyContext
 from asyncds.assembly.dataset import RowSplit, read_rows, relpath
 from asyncds.assembly.writers.attribution import license_name
-from asyncds.assembly.writers.base import StreamedFile, Writer
+from asyncds.assembly.writers.base import StreamedFile, Writer, plain
 from asyncds.assembly.writers.preview import preview_name
 from asyncds.assembly.writers.summary import summary_json
 from asyncds.files import image_relpath
@@ -60,18 +60,12 @@ DROPPED_SHOWN = (Status.NEAR_DUPLICATE, Status.CROSS_CLASS)  # exact duplicates 
 
 # No spaces after separators: a fifth of the inline data at 60,000 images.
 json_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # What dedup's reasons name (asyncds.dedup._reason), with its optional cross-class note.
 _COLLIDED = re.compile(
     r"^(?:same image as (?P<path>.+?)|near-duplicate \(distance \d+\) of (?P<near>.+?)"
     r"|photo also found under (?P<label>.+?))"
     r"(?: \(an image also found under another class\))?$"
 )
-
-
-def plain(text: str) -> str:
-    """``text`` on one line: whitespace runs become one space, control characters go."""
-    return _CONTROL.sub("", " ".join(text.split()))
 
 
 def script_json(text: str) -> str:
@@ -155,7 +149,7 @@ class ReportWriter(Writer):
         f = out.file
         head, end = _page_parts()
         f.write(head)
-        f.write(_summary_html(summary, ctx, previews))
+        f.write(_summary_html(summary, previews))
         f.write('<script type="application/json" id="asyncds-data">{"classes":[')
         for i, spec in enumerate(ctx.config.classes):
             label = spec.name
@@ -210,7 +204,7 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _summary_html(summary: Mapping[str, Any], ctx: AssemblyContext, previews: set[str]) -> str:
+def _summary_html(summary: Mapping[str, Any], previews: set[str]) -> str:
     classes: Mapping[str, Any] = summary["classes"]
     totals = summary["totals"]
     reasons = [r for r, n in totals["dropped"].items() if n]
