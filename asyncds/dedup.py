@@ -338,6 +338,11 @@ def plan_dedup(
     With ``ranked``, ``rows`` already come by ascending ``seq`` (a stream from the state) and
     are planned as they arrive instead of being sorted first; a row out of order is a
     ValueError. Either way the plan is the same.
+
+    ``rows`` that can be read twice (not an iterator) are read twice (:func:`copy_suspects`
+    first): they must give the same rows both times. A state's ``RowStream`` takes a snapshot
+    per read, so nothing may write the state in between (``apply_dedup`` flushes first and
+    runs between download rounds).
     """
     if cross_class not in ("drop", "keep-first"):
         raise ValueError(f"cross_class must be 'drop' or 'keep-first', got {cross_class!r}")
