@@ -427,7 +427,7 @@ def copy_suspects(rows: Iterable[CandidateRow], max_distance: int) -> set[int]:
     A row that shares nothing is kept by the plan and is never anyone's match, so planning over
     the suspects alone gives the same decisions. Most rows share nothing, and the plan's index
     costs about 80 us per row it holds; this pass costs a few, in 48 bytes per row of compact
-    arrays (about as much again while a key is sorted): each key is sorted once, and near
+    arrays (up to about 170 more while a key is sorted): each key is sorted once, and near
     hashes meet in a bucket of one of their ``max_distance + 1`` parts (the index's pigeonhole,
     see :class:`SeenIndex`). Equal hashes are found by sorting first, and the buckets hold
     only distinct ones: a thousand copies of one blank image's hash cost one sort, not a
